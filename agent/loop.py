@@ -1,0 +1,223 @@
+"""The node agent: keeps this host's containers equal to its assignments in etcd.
+
+Level-triggered: every cycle (a watch event on its assignments, or the resync
+timer) reads all its assignments and all its containers, plans with the pure
+`plan_sync`, and applies. It registers its node under a lease it keeps alive;
+status and endpoint keys ride on the same lease, so they vanish with the host.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+import aiohttp
+
+from agent import sync
+from agent.health import HealthState, after_probe, probe_due, probe_http
+from agent.runtime import Container, DockerRuntime, RuntimeFailed, RuntimeUnavailable
+from paas import store as keys
+from paas.model import Assignment, Health, Node
+from paas.store import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 1.0
+FULL_REWRITE_SECONDS = 30.0
+STABLE_AFTER = 30.0   # a replica running this long since its last restart has its backoff reset
+
+
+class NodeAgent:
+    def __init__(self, store: Store, runtime: DockerRuntime, node: Node, ttl: int = 5,
+                 rng: random.Random | None = None):
+        self.store, self.runtime, self.node, self.ttl = store, runtime, node, ttl
+        self.rng = rng or random.Random()
+        self.lease: int | None = None
+        self.restarts: dict[str, sync.RestartState] = {}
+        self.health: dict[str, HealthState] = {}
+        self.errors: dict[str, str] = {}
+        self.in_flight: dict[str, asyncio.Task] = {}
+        self.written: dict[str, Any] = {}
+        self.last_full_write = 0.0
+        self.wakeup = asyncio.Event()
+        self.http: aiohttp.ClientSession | None = None
+
+    async def run(self) -> None:
+        self.http = aiohttp.ClientSession()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._keep_lease())
+                tg.create_task(self._watch())
+                tg.create_task(self._sync_forever())
+        finally:
+            await self.http.close()
+
+    # -- lease and node record ------------------------------------------------------
+
+    async def register(self) -> None:
+        self.lease = await self.store.grant_lease(self.ttl)
+        await self.store.put(keys.node_key(self.node.name), self.node.to_dict(), lease=self.lease)
+        self.written.clear()   # everything on the old lease is gone or going: write again
+        log.info("node %s registered at %s (lease %x)", self.node.name, self.node.address, self.lease)
+
+    async def _keep_lease(self) -> None:
+        while True:
+            try:
+                if self.lease is None or not await self.store.refresh_lease(self.lease):
+                    await self.register()
+                    self.wakeup.set()
+            except StoreUnavailable as e:
+                log.warning("%s", e)
+            await asyncio.sleep(max(0.5, self.ttl / 4))
+
+    # -- the sync cycle ----------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        async for _ in self.store.watch(keys.prefix("assignments", self.node.name)):
+            self.wakeup.set()
+
+    async def _sync_forever(self) -> None:
+        while True:
+            try:
+                if self.lease is not None:
+                    await self.sync_once()
+            except StoreUnavailable as e:
+                log.warning("%s", e)
+            except RuntimeUnavailable as e:
+                log.warning("%s", e)
+            except Exception:
+                log.exception("sync cycle failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RESYNC_SECONDS):
+                    await self.wakeup.wait()
+            self.wakeup.clear()
+
+    async def sync_once(self) -> None:
+        entries, _ = await self.store.list(keys.prefix("assignments", self.node.name))
+        assignments = {a.id: a for a in (Assignment.from_dict(e.value) for e in entries.values())}
+        containers = await self.runtime.list_containers()
+        now = time.monotonic()
+        for action in sync.plan_sync(assignments, containers, self.restarts, now):
+            self._start_action(action, now)
+        running = {c.replica: c for c in containers if c.state == "running" and c.replica in assignments}
+        await self._probe(assignments, running, now)
+        self._forget(assignments)
+        await self._publish(assignments, {c.replica: c for c in containers if c.replica in assignments}, now)
+
+    def _start_action(self, action: sync.Action, now: float) -> None:
+        replica = action.assignment.id if isinstance(action, sync.Create) else action.replica
+        task = self.in_flight.get(replica)
+        if task is not None and not task.done():
+            return
+        if isinstance(action, sync.Restart):
+            # counted when decided, so a container that will not start still backs off
+            self.restarts[replica] = sync.after_restart(
+                self.restarts.get(replica, sync.RestartState()), now, self.rng.random())
+        self.in_flight[replica] = asyncio.create_task(self._apply(replica, action))
+
+    async def _apply(self, replica: str, action: sync.Action) -> None:
+        try:
+            if isinstance(action, sync.Create):
+                log.info("creating %s", replica)
+                await self.runtime.create_and_start(action.assignment)
+            elif isinstance(action, sync.Restart):
+                log.info("restarting crashed %s", replica)
+                await self.runtime.start(action.container_id)
+            else:
+                log.info("removing %s: %s", replica, action.reason)
+                await self.runtime.remove(action.container_id)
+            self.errors.pop(replica, None)
+        except (RuntimeFailed, RuntimeUnavailable) as e:
+            log.warning("%s: %s", replica, e)
+            self.errors[replica] = str(e)
+            if isinstance(action, sync.Create):
+                self.restarts[replica] = sync.after_restart(
+                    self.restarts.get(replica, sync.RestartState()), time.monotonic(), self.rng.random())
+        finally:
+            self.wakeup.set()
+
+    async def _probe(self, assignments: dict[str, Assignment], running: dict[str, Container],
+                     now: float) -> None:
+        due = []
+        for replica, c in running.items():
+            a = assignments[replica]
+            if a.port is None or c.host_port is None:
+                continue
+            health = a.health or Health()
+            if probe_due(self.health.get(replica, HealthState()), health, now):
+                due.append((replica, c, health))
+        results = await asyncio.gather(*(
+            probe_http(self.http, self.node.address, c.host_port, h.path, h.timeout) for _, c, h in due))
+        for (replica, _, health), result in zip(due, results, strict=True):
+            self.health[replica] = after_probe(self.health.get(replica, HealthState()), result, health, now)
+        for replica in list(self.health):
+            if replica not in running:
+                del self.health[replica]   # a stopped container starts over as unhealthy
+
+    def _forget(self, assignments: dict[str, Assignment]) -> None:
+        for table in (self.restarts, self.errors):
+            for replica in [r for r in table if r not in assignments]:
+                del table[replica]
+
+    # -- status and endpoints --------------------------------------------------------
+
+    def _status(self, a: Assignment, c: Container | None, now: float) -> dict[str, Any]:
+        restart = self.restarts.get(a.id, sync.RestartState())
+        if c is not None and c.state == "running" and now - restart.not_before > STABLE_AFTER:
+            restart = self.restarts[a.id] = sync.RestartState()
+        h = self.health.get(a.id, HealthState())
+        endpoint = f"{self.node.address}:{c.host_port}" if c is not None and c.host_port else None
+        task = self.in_flight.get(a.id)
+        if c is None:
+            state = "failed" if a.id in self.errors else "creating" if task and not task.done() else "pending"
+        elif c.state != "running" and sync.is_crash_looping(restart, now):
+            state = "crash-looping"
+        else:
+            state = c.state
+        healthy = c is not None and c.state == "running" and (a.port is None or h.healthy)
+        probe = None
+        if h.last is not None:
+            probe = {"ok": h.last.ok, "status": h.last.status, "detail": h.last.detail[:200],
+                     "seconds": round(h.last.seconds, 4)}
+        return {
+            "id": a.id, "app": a.app, "process": a.process, "release": a.release, "node": self.node.name,
+            "container": c.id[:12] if c else None, "state": state, "healthy": healthy,
+            "restarts": restart.restarts, "exit_code": c.exit_code if c else None,
+            "oom_killed": c.oom_killed if c else False, "image": a.image,
+            "endpoint": endpoint if a.port else None, "error": self.errors.get(a.id), "probe": probe,
+        }
+
+    async def _publish(self, assignments: dict[str, Assignment], containers: dict[str, Container],
+                       now: float) -> None:
+        desired: dict[str, Any] = {}
+        for a in assignments.values():
+            status = self._status(a, containers.get(a.id), now)
+            desired[keys.status_key(self.node.name, a.id)] = status
+            if a.port is not None and status["healthy"] and status["endpoint"]:
+                desired[keys.endpoint_key(a.app, a.id)] = {
+                    "replica": a.id, "app": a.app, "process": a.process, "release": a.release,
+                    "node": self.node.name, "address": status["endpoint"]}
+        if now - self.last_full_write > FULL_REWRITE_SECONDS or not self.written:
+            await self._load_written()
+            self.last_full_write = now
+        for key, value in desired.items():
+            if self.written.get(key) != value:
+                await self.store.put(key, value, lease=self.lease)
+                self.written[key] = value
+        for key in [k for k in self.written if k not in desired]:
+            await self.store.delete(key)
+            del self.written[key]
+
+    async def _load_written(self) -> None:
+        """What etcd really holds for this node, so stale keys (from before a restart) go."""
+        self.written = {}
+        statuses, _ = await self.store.list(keys.prefix("status", self.node.name))
+        endpoints, _ = await self.store.list(keys.prefix("endpoints"))
+        for e in statuses.values():
+            self.written[e.key] = e.value if e.lease == self.lease else None
+        for e in endpoints.values():
+            if isinstance(e.value, dict) and e.value.get("node") == self.node.name:
+                self.written[e.key] = e.value if e.lease == self.lease else None

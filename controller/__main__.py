@@ -1,0 +1,50 @@
+"""`python -m controller`: the API, leader election and the reconcile loop."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+from pathlib import Path
+
+from aiohttp import web
+
+from controller.api import make_app
+from controller.leader import Leadership
+from controller.loops import Reconciler
+from paas.store import Store
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m controller", description=__doc__)
+    p.add_argument("--etcd", default="127.0.0.1:2379", help="comma-separated etcd client endpoints")
+    p.add_argument("--listen", default="127.0.0.1:7070", help="API address")
+    p.add_argument("--token-file", required=True, help="file holding the API bearer token")
+    p.add_argument("--cluster-domain", default="localhost")
+    p.add_argument("--id", default=f"{socket.gethostname()}-{os.getpid()}", help="identity in elections")
+    p.add_argument("--ttl", type=int, default=5, help="leader lease TTL, seconds")
+    return p.parse_args(argv)
+
+
+async def main(args: argparse.Namespace) -> None:
+    token = Path(args.token_file).read_text().strip()
+    store = Store(args.etcd.split(","))
+    leadership = Leadership(store, args.id, args.ttl)
+    reconciler = Reconciler(store, leadership)
+    runner = web.AppRunner(make_app(store, token, args.cluster_domain), access_log=None)
+    await runner.setup()
+    host, _, port = args.listen.rpartition(":")
+    await web.TCPSite(runner, host, int(port)).start()
+    logging.info("controller %s: API on http://%s", args.id, args.listen)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(leadership.run())
+            tg.create_task(reconciler.run())
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(main(parse_args()))

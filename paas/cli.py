@@ -1,0 +1,257 @@
+"""`paas`: argv -> controller API calls -> rich tables and progress. No business
+rules here: the spec is validated by paas.spec, everything else by the controller."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from paas import localcluster
+from paas.baseimage import BaseImageError, ensure_base_image
+from paas.client import ApiError, Client
+from paas.spec import SpecError, load_spec_file
+
+# Piped output keeps whole ids and endpoints instead of folding them at 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True)
+
+
+def _client() -> Client:
+    home = localcluster.paas_home()
+    config = localcluster.load_config(home)
+    url = os.environ.get("PAAS_API_URL") or (config.api_url if config else None)
+    token = os.environ.get("PAAS_TOKEN")
+    if token is None and (home / "token").exists():
+        token = (home / "token").read_text().strip()
+    if not url or not token:
+        raise ApiError(0, f"no cluster known in {home} (set PAAS_HOME, or start one with `paas up`)")
+    return Client(url, token)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 / 1024:.0f}Mi"
+
+
+# -- cluster ---------------------------------------------------------------------------
+
+def cmd_up(args: argparse.Namespace) -> int:
+    home = localcluster.paas_home()
+    with err.status("starting the local cluster") as status:
+        config = localcluster.up(home, localcluster.ClusterConfig.from_env(),
+                                 lambda msg: status.update(f"starting the local cluster: {msg}"))
+    out.print(f"[green]cluster up[/]: API {config.api_url}, router http://{config.router_listen}, "
+              f"registry {config.registry}, nodes {', '.join(config.nodes)}; state in {home}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    localcluster.down(localcluster.paas_home(), lambda msg: err.print(msg))
+    out.print("[green]cluster down[/] (state kept in $PAAS_HOME)")
+    return 0
+
+
+def cmd_base_image(args: argparse.Namespace) -> int:
+    config = localcluster.load_config(localcluster.paas_home()) or localcluster.ClusterConfig.from_env()
+    ref = ensure_base_image(args.registry or config.registry, lambda m: err.print(m), force=args.force)
+    out.print(ref)
+    return 0
+
+
+# -- apps --------------------------------------------------------------------------------
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    try:
+        spec = load_spec_file(args.spec)
+    except SpecError as e:
+        for problem in e.problems:
+            err.print(str(problem), markup=False, highlight=False)
+        err.print(f"[red]{len(e.problems)} problem(s) in {args.spec}; nothing was deployed[/]")
+        return 1
+    client = _client()
+    text = Path(args.spec).read_text()
+    result = client.deploy(text, args.spec)
+    verb = f"release v{result['release']}" if result["changed"] else f"unchanged, still v{result['release']}"
+    err.print(f"{spec.name}: {verb}")
+    if args.no_wait:
+        return 0
+    app = _wait_ready(client, spec.name, args.timeout)
+    if app is None:
+        return 1
+    out.print(f"[green]{spec.name} v{app['release']} is up[/]: "
+              + ", ".join(f"http://{h}" for h in app["hosts"][:1]) + _router_hint())
+    return 0
+
+
+def _router_hint() -> str:
+    config = localcluster.load_config(localcluster.paas_home())
+    if config is None:
+        return ""
+    return f" (through the router: curl -H 'Host: <host>' http://{config.router_listen}/)"
+
+
+def _wait_ready(client: Client, name: str, timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    with err.status(f"rolling out {name}") as status:
+        while True:
+            app = client.app(name)
+            r = app["rollout"]
+            status.update(f"rolling out {name} v{app['release']}: {r['healthy']}/{r['desired']} healthy, "
+                          f"{r['routed']} routed, {r['old']} old left")
+            if r["ready"]:
+                return app
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    err.print(f"[red]{name} v{app['release']} is not ready after {timeout:g}s[/]")
+    for slot, reason in r["pending"].items():
+        err.print(f"  {slot}: pending: {reason}", markup=False)
+    for rep in app["replicas"]:
+        if not (rep["healthy"] and rep["routed"]):
+            probe = rep.get("probe") or {}
+            err.print(f"  {rep['id']} on {rep['node']}: {rep['state']}"
+                      + (f", error: {rep['error']}" if rep.get("error") else "")
+                      + (f", last probe: {probe.get('status')} {probe.get('detail')}" if probe else ""),
+                      markup=False)
+    return None
+
+
+def cmd_apps(args: argparse.Namespace) -> int:
+    apps = _client().apps()
+    if args.json:
+        _print_json([{k: a[k] for k in ("app", "release", "image", "hosts", "rollout")} for a in apps])
+        return 0
+    table = Table("APP", "RELEASE", "REPLICAS", "HOSTS", "IMAGE")
+    for a in apps:
+        r = a["rollout"]
+        table.add_row(a["app"], f"v{a['release']}", f"{r['healthy']}/{r['desired']}", " ".join(a["hosts"]),
+                      a["image"] or "")
+    out.print(table)
+    return 0
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    app = _client().app(args.app)
+    if args.json:
+        _print_json(app["replicas"])
+        return 0
+    table = Table("REPLICA", "PROCESS", "REL", "NODE", "STATE", "HEALTHY", "ROUTED", "RESTARTS", "ENDPOINT")
+    for r in app["replicas"]:
+        table.add_row(r["id"], r["process"], f"v{r['release']}", r["node"], r["state"],
+                      "yes" if r["healthy"] else "no", "yes" if r["routed"] else "-",
+                      str(r["restarts"]), r["endpoint"] or "")
+    out.print(table)
+    for slot, reason in app["rollout"]["pending"].items():
+        out.print(f"{slot}: pending: {reason}", markup=False)
+    return 0
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    client = _client()
+    client.destroy(args.app)
+    deadline = time.monotonic() + args.timeout
+    with err.status(f"destroying {args.app}") as status:
+        while (left := client.remaining(args.app)) and time.monotonic() < deadline:
+            status.update(f"destroying {args.app}: {left} replica(s) left")
+            time.sleep(0.3)
+    if left:
+        err.print(f"[red]{args.app}: {left} replica(s) still running after {args.timeout:g}s[/]")
+        return 1
+    out.print(f"[green]{args.app} destroyed[/]")
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    nodes = _client().nodes()
+    if args.json:
+        _print_json(nodes)
+        return 0
+    table = Table("NODE", "ADDRESS", "ROLES", "STATE", "REPLICAS", "CPU", "MEMORY", "LABELS")
+    for n in nodes:
+        table.add_row(n["name"], n["address"], ",".join(n["roles"]), n["state"], str(n["replicas"]),
+                      f"{n['cpu_used']:g}/{n['cpu']:g}", f"{_mib(n['memory_used'])}/{_mib(n['memory'])}",
+                      ",".join(f"{k}={v}" for k, v in n["labels"].items()))
+    out.print(table)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _client().status()
+    if args.json:
+        _print_json(status)
+        return 0
+    out.print(f"etcd {status['etcd']['endpoints']} (revision {status['etcd']['revision']}), "
+              f"leader {status['leader'] or '[red]none[/]'}, "
+              f"{len([n for n in status['nodes'] if 'worker' in n['roles']])} worker node(s), "
+              f"routers: {', '.join(status['routers']) or '[red]none[/]'}")
+    table = Table("APP", "RELEASE", "DESIRED", "HEALTHY", "ROUTED", "PENDING", "READY")
+    for a in status["apps"]:
+        table.add_row(a["app"], f"v{a['release']}", str(a["desired"]), str(a["healthy"]), str(a["routed"]),
+                      str(len(a["pending"])), "yes" if a["ready"] else "no")
+    out.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="paas", description="A small platform-as-a-service: deploy YAML app specs as replicas "
+        "across Docker hosts, routed by nginx. State: etcd. Cluster files: $PAAS_HOME (default ~/.paas).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("up", cmd_up, "start the local cluster: dockerd (if needed), etcd, registry, controller, "
+        "3 agents (127.0.0.11-13), router on 127.0.0.1:8080")
+    add("down", cmd_down, "stop everything `paas up` started; apps stay in etcd")
+    sp = add("base-image", cmd_base_image, "build the busybox base image (no internet needed) and push it "
+             "to the cluster registry")
+    sp.add_argument("--registry", help="registry address (default: the cluster's)")
+    sp.add_argument("--force", action="store_true", help="rebuild even when present")
+    sp = add("deploy", cmd_deploy, "create or update an app from a YAML spec and wait until every replica "
+             "is healthy and routed")
+    sp.add_argument("spec", help="path of the app spec (YAML)")
+    sp.add_argument("--no-wait", action="store_true", help="return once the release is recorded")
+    sp.add_argument("--timeout", type=float, default=300, help="seconds to wait for the rollout")
+    for name, fn, help_ in (("apps", cmd_apps, "list apps"), ("nodes", cmd_nodes, "list nodes"),
+                            ("status", cmd_status, "cluster status: etcd, leader, nodes, routers, apps")):
+        add(name, fn, help_).add_argument("--json", action="store_true", help="machine-readable output")
+    sp = add("ps", cmd_ps, "list the replicas of an app")
+    sp.add_argument("app")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = add("destroy", cmd_destroy, "delete an app: every container and route of it goes")
+    sp.add_argument("app")
+    sp.add_argument("--timeout", type=float, default=120, help="seconds to wait for its containers to go")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ApiError as e:
+        err.print(f"[red]error:[/] {e.message}", highlight=False)
+        for problem in e.problems:
+            err.print(problem, markup=False, highlight=False)
+        return 1
+    except (localcluster.ClusterError, BaseImageError) as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
