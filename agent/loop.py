@@ -105,7 +105,7 @@ class NodeAgent:
         running = {c.replica: c for c in containers if c.state == "running" and c.replica in assignments}
         await self._probe(assignments, running, now)
         self._forget(assignments)
-        await self._publish(assignments, {c.replica: c for c in containers if c.replica in assignments}, now)
+        await self._publish(assignments, containers, now)
 
     def _start_action(self, action: sync.Action, now: float) -> None:
         replica = action.assignment.id if isinstance(action, sync.Create) else action.replica
@@ -190,11 +190,18 @@ class NodeAgent:
             "endpoint": endpoint if a.port else None, "error": self.errors.get(a.id), "probe": probe,
         }
 
-    async def _publish(self, assignments: dict[str, Assignment], containers: dict[str, Container],
+    async def _publish(self, assignments: dict[str, Assignment], containers: list[Container],
                        now: float) -> None:
+        by_replica = {c.replica: c for c in containers if c.replica in assignments}
         desired: dict[str, Any] = {}
+        for c in containers:
+            if c.replica not in assignments:
+                # still there until removed: `paas destroy` waits for these to go
+                desired[keys.status_key(self.node.name, c.replica)] = {
+                    "id": c.replica, "app": c.app, "node": self.node.name, "container": c.id[:12],
+                    "state": "stopping", "healthy": False}
         for a in assignments.values():
-            status = self._status(a, containers.get(a.id), now)
+            status = self._status(a, by_replica.get(a.id), now)
             desired[keys.status_key(self.node.name, a.id)] = status
             if a.port is not None and status["healthy"] and status["endpoint"]:
                 desired[keys.endpoint_key(a.app, a.id)] = {
@@ -204,7 +211,7 @@ class NodeAgent:
             await self._load_written()
             self.last_full_write = now
         for key, value in desired.items():
-            if self.written.get(key) != value:
+            if _significant(self.written.get(key)) != _significant(value):
                 await self.store.put(key, value, lease=self.lease)
                 self.written[key] = value
         for key in [k for k in self.written if k not in desired]:
@@ -221,3 +228,11 @@ class NodeAgent:
         for e in endpoints.values():
             if isinstance(e.value, dict) and e.value.get("node") == self.node.name:
                 self.written[e.key] = e.value if e.lease == self.lease else None
+
+
+def _significant(value: Any) -> Any:
+    """A status without the probe's timing, which changes every probe: writing it
+    each time would churn etcd for nothing."""
+    if isinstance(value, dict) and isinstance(value.get("probe"), dict):
+        return {**value, "probe": {k: v for k, v in value["probe"].items() if k != "seconds"}}
+    return value

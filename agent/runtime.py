@@ -136,6 +136,7 @@ class DockerRuntime:
             "SecurityOpt": ["no-new-privileges"],
             "CapDrop": ["ALL"],
             "RestartPolicy": {"Name": "no"},   # the agent restarts, with backoff it controls
+            "Init": True,                      # PID 1 that forwards SIGTERM, so stops are graceful
             "LogConfig": {"Type": "json-file", "Config": {"max-size": "5m", "max-file": "2"}},
         }
         config = {

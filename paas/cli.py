@@ -20,7 +20,7 @@ from paas.spec import SpecError, load_spec_file
 
 # Piped output keeps whole ids and endpoints instead of folding them at 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def _client() -> Client:
@@ -74,8 +74,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     try:
         spec = load_spec_file(args.spec)
     except SpecError as e:
-        for problem in e.problems:
-            err.print(str(problem), markup=False, highlight=False)
+        for problem in e.problems:   # plain lines: editors and grep read file:line: from them
+            print(problem, file=sys.stderr)
         err.print(f"[red]{len(e.problems)} problem(s) in {args.spec}; nothing was deployed[/]")
         return 1
     client = _client()
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as e:
         err.print(f"[red]error:[/] {e.message}", highlight=False)
         for problem in e.problems:
-            err.print(problem, markup=False, highlight=False)
+            print(problem, file=sys.stderr)
         return 1
     except (localcluster.ClusterError, BaseImageError) as e:
         err.print(f"[red]error:[/] {e}", highlight=False)

@@ -1,0 +1,205 @@
+"""Tables for the pure planner (apps + nodes + assignments -> Plan), the agent's
+container sync, health bookkeeping and the nginx rendering."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from agent import sync
+from agent.health import HealthState, ProbeResult, after_probe
+from agent.router import build_routes, render_nginx_config
+from controller.reconcile import Release, plan_assignments
+from paas.model import AppSpec, Assignment, Health, Node, Process, Resources
+
+MiB = 1024 * 1024
+
+
+def spec(name="web", replicas=3, port=8000, memory=64 * MiB, labels=None, processes=None):
+    procs = processes or {"web": Process(name="web", command=("run",), replicas=replicas, port=port,
+                                         health=Health() if port else None,
+                                         resources=Resources(cpu=0.1, memory=memory))}
+    return AppSpec(name=name, processes=procs, image="img:1", node_labels=labels or {})
+
+
+def release(app_spec, number=1, env=None):
+    return Release(app=app_spec.name, number=number, image=f"img:{number}", spec=app_spec, env=env or {})
+
+
+def nodes(*names, memory=1024 * MiB, labels=None):
+    return {n: Node(name=n, address=f"127.0.0.{i + 11}", cpu=2, memory=memory, labels=labels or {})
+            for i, n in enumerate(names)}
+
+
+def counter():
+    c = itertools.count()
+    return lambda: f"{next(c):04x}"
+
+
+def apply(plan, current):
+    gone = {a.id for a in plan.delete}
+    return [a for a in current if a.id not in gone] + list(plan.create)
+
+
+def test_new_app_gets_one_replica_per_node():
+    plan = plan_assignments({"web": release(spec())}, nodes("n1", "n2", "n3"), [], set(), counter())
+    assert sorted(a.node for a in plan.create) == ["n1", "n2", "n3"]
+    assert sorted(a.index for a in plan.create) == [0, 1, 2]
+    a = plan.create[0]
+    assert a.id.startswith("web.web.1.") and a.image == "img:1" and a.port == 8000 and a.health == Health()
+    assert plan.delete == () and plan.pending == {}
+
+
+def test_converged_state_plans_nothing():
+    rels, ns = {"web": release(spec())}, nodes("n1", "n2", "n3")
+    current = apply(plan_assignments(rels, ns, [], set(), counter()), [])
+    again = plan_assignments(rels, ns, current, {a.id for a in current}, counter())
+    assert again.empty
+
+
+def test_replicas_of_a_lost_node_are_placed_again_elsewhere():
+    rels = {"web": release(spec())}
+    current = apply(plan_assignments(rels, nodes("n1", "n2", "n3"), [], set(), counter()), [])
+    lost = next(a for a in current if a.node == "n2")
+    plan = plan_assignments(rels, nodes("n1", "n3"), current, {a.id for a in current}, counter())
+    assert [a.id for a in plan.delete] == [lost.id]
+    assert [(a.index, a.node in {"n1", "n3"}) for a in plan.create] == [(lost.index, True)]
+
+
+def test_scale_down_deletes_the_highest_indexes():
+    rels = {"web": release(spec(replicas=3))}
+    current = apply(plan_assignments(rels, nodes("n1", "n2", "n3"), [], set(), counter()), [])
+    plan = plan_assignments({"web": release(spec(replicas=1))}, nodes("n1", "n2", "n3"), current,
+                            {a.id for a in current}, counter())
+    assert sorted(a.index for a in plan.delete) == [1, 2] and plan.create == ()
+
+
+def test_deleted_app_loses_every_assignment():
+    current = apply(plan_assignments({"web": release(spec())}, nodes("n1"), [], set(), counter()), [])
+    plan = plan_assignments({}, nodes("n1"), current, set(), counter())
+    assert {a.id for a in plan.delete} == {a.id for a in current}
+
+
+def test_old_release_stays_until_the_new_one_is_healthy():
+    ns = nodes("n1", "n2", "n3")
+    v1 = apply(plan_assignments({"web": release(spec(), 1)}, ns, [], set(), counter()), [])
+    healthy = {a.id for a in v1}
+    rels = {"web": release(spec(), 2)}
+    plan = plan_assignments(rels, ns, v1, healthy, counter())
+    assert len(plan.create) == 3 and plan.delete == ()       # surge: old ones all stay
+    both = apply(plan, v1)
+    v2 = [a for a in both if a.release == 2]
+    plan = plan_assignments(rels, ns, both, healthy | {v2[0].id}, counter())
+    assert len(plan.delete) == 1 and plan.delete[0].release == 1 and plan.create == ()
+    plan = plan_assignments(rels, ns, both, healthy | {a.id for a in v2}, counter())
+    assert {a.id for a in plan.delete} == {a.id for a in v1}
+
+
+def test_env_of_the_release_reaches_the_assignment():
+    plan = plan_assignments({"web": release(spec(replicas=1), env={"A": "1"})}, nodes("n1"), [], set(), counter())
+    assert plan.create[0].env == {"A": "1"}
+
+
+def test_unplaceable_replicas_are_pending_with_the_reason():
+    plan = plan_assignments({"big": release(spec(name="big", replicas=2, memory=4096 * MiB))},
+                            nodes("n1", "n2"), [], set(), counter())
+    assert plan.create == ()
+    assert set(plan.pending["big"]) == {"big.web.0", "big.web.1"}
+    assert all("insufficient memory" in r for r in plan.pending["big"].values())
+
+
+def test_label_constraints_pick_matching_nodes():
+    ns = {**nodes("n1", "n2"), **nodes("ssd1", labels={"disk": "ssd"})}
+    plan = plan_assignments({"db": release(spec(name="db", replicas=2, labels={"disk": "ssd"}))},
+                            ns, [], set(), counter())
+    assert [a.node for a in plan.create] == ["ssd1", "ssd1"]
+
+
+# -- agent: container sync ---------------------------------------------------------------
+
+def assignment(rid, port=8000):
+    return Assignment(id=rid, app="a", process="web", release=1, index=0, node="n1", image="img",
+                      command=None, env={}, port=port, health=Health() if port else None,
+                      resources=Resources())
+
+
+@pytest.mark.parametrize("containers, restarts, now, expected", [
+    ([], {}, 0, [("Create", "r1")]),
+    ([sync.ContainerView("c1", "r1", "running")], {}, 0, []),
+    ([sync.ContainerView("c1", "r1", "exited")], {}, 0, [("Restart", "r1")]),
+    ([sync.ContainerView("c1", "r1", "exited")], {"r1": sync.RestartState(2, 10.0)}, 5.0, []),
+    ([sync.ContainerView("c1", "r1", "exited")], {"r1": sync.RestartState(2, 10.0)}, 10.0, [("Restart", "r1")]),
+    ([sync.ContainerView("c1", "r1", "running"), sync.ContainerView("c0", "r1", "exited")], {}, 0,
+     [("Remove", "r1")]),
+    ([sync.ContainerView("c1", "r1", "running"), sync.ContainerView("c9", "old", "running")], {}, 0,
+     [("Remove", "old")]),
+])
+def test_plan_sync(containers, restarts, now, expected):
+    actions = sync.plan_sync({"r1": assignment("r1")}, containers, restarts, now)
+    got = [(type(a).__name__, a.assignment.id if isinstance(a, sync.Create) else a.replica) for a in actions]
+    assert got == expected
+
+
+def test_duplicate_keeps_the_running_container():
+    actions = sync.plan_sync({"r1": assignment("r1")}, [sync.ContainerView("b", "r1", "exited"),
+                                                        sync.ContainerView("a", "r1", "running")], {}, 0)
+    assert [(type(a).__name__, a.container_id) for a in actions] == [("Remove", "b")]
+
+
+def test_restart_backoff_doubles_up_to_the_cap():
+    state, delays = sync.RestartState(), []
+    for _ in range(10):
+        state = sync.after_restart(state, now=0.0, jitter=0.0, base=1.0, cap=30.0)
+        delays.append(state.not_before)
+    assert delays == [1, 2, 4, 8, 16, 30, 30, 30, 30, 30]
+    assert sync.is_crash_looping(state, now=1.0) and not sync.is_crash_looping(sync.RestartState(1, 5), 1.0)
+
+
+def test_health_needs_healthy_after_successes_and_unhealthy_after_failures():
+    h = Health(healthy_after=2, unhealthy_after=2)
+    ok, bad = ProbeResult(True, 200, "", 0.01), ProbeResult(False, None, "refused", 0.01)
+    s = after_probe(HealthState(), ok, h, 1)
+    assert not s.healthy
+    s = after_probe(s, ok, h, 2)
+    assert s.healthy
+    s = after_probe(s, bad, h, 3)
+    assert s.healthy
+    s = after_probe(s, bad, h, 4)
+    assert not s.healthy and s.last.detail == "refused"
+
+
+# -- router: nginx rendering ---------------------------------------------------------------
+
+def app_value(name, domains=(), port=8000):
+    return {"spec": spec(name=name, port=port).to_dict() | {"domains": list(domains)}, "release": 1}
+
+
+def test_routes_take_healthy_endpoints_of_the_web_process_and_domains():
+    eps = [{"app": "hello", "replica": "r2", "process": "web", "address": "127.0.0.12:3001"},
+           {"app": "hello", "replica": "r1", "process": "web", "address": "127.0.0.11:3000"},
+           {"app": "hello", "replica": "w", "process": "worker", "address": "127.0.0.11:3002"},
+           {"app": "hello", "replica": "evil", "process": "web", "address": "1.2.3.4:80; include /etc"}]
+    routes = build_routes([app_value("hello", ["hello.example.com"])], eps, "localhost")
+    assert len(routes) == 1
+    r = routes[0]
+    assert r.hosts == ("hello.localhost", "hello.example.com")
+    assert r.servers == ("127.0.0.11:3000", "127.0.0.12:3001") and r.replicas == ("r1", "r2")
+
+
+def test_rendered_config_proxies_to_upstreams_and_503s_an_app_without_replicas():
+    routes = build_routes([app_value("hello"), app_value("empty")],
+                          [{"app": "hello", "replica": "r1", "process": "web", "address": "127.0.0.11:3000"}],
+                          "localhost")
+    text, generation = render_nginx_config(routes, "127.0.0.1:8080", "/tmp/r")
+    assert "server 127.0.0.11:3000 max_fails=1" in text
+    assert "server_name hello.localhost;" in text and "proxy_pass http://app_hello;" in text
+    assert 'return 503 "no healthy replica of empty\\n";' in text
+    assert f'return 200 "{generation}";' in text
+    assert render_nginx_config(routes, "127.0.0.1:8080", "/tmp/r") == (text, generation)
+    assert render_nginx_config(routes[:1], "127.0.0.1:8080", "/tmp/r")[1] != generation
+
+
+def test_worker_only_apps_get_no_route():
+    worker = {"worker": Process(name="worker", command=("w",), replicas=1)}
+    assert build_routes([{"spec": spec(name="jobs", processes=worker).to_dict(), "release": 1}], [],
+                        "localhost") == []
