@@ -153,3 +153,21 @@ def api(cluster, method: str, path: str, body=None, token: str | None = "") -> t
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def test_etcd_down_is_named_and_the_cluster_recovers_when_it_returns(cluster, tmp_path):
+    deploy(cluster, tmp_path, "survivor")
+    pid = int((cluster.home / "run" / "etcd.pid").read_text())
+    subprocess.run(["kill", "-9", str(pid)], check=True)
+    result = cluster.paas("apps")
+    assert result.code == 1
+    assert "etcd is not reachable at 127.0.0.1:23790" in result.err and "paas up" in result.err
+    # the data plane keeps serving while the control plane is down
+    assert cluster.get("survivor.localhost")[0] == 200
+    assert cluster.paas("up").code == 0
+    wait_for(lambda: cluster.paas("apps").code == 0, 30, what="API answers again")
+    # watches and leases came back: a new deploy converges
+    deploy(cluster, tmp_path, "after-etcd")
+    assert len(answers(cluster, "after-etcd.localhost", 6)) == 3
+    assert cluster.paas("destroy", "after-etcd").code == 0
+    assert cluster.paas("destroy", "survivor").code == 0
