@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory", type=int, default=2048, help="MiB offered")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--ttl", type=int, default=5, help="node lease TTL, seconds")
+    p.add_argument("--keep-releases", type=int, default=5, help="app images kept per app: the last N releases")
     p.add_argument("--listen", default="127.0.0.1:8080", help="router: address nginx listens on")
     p.add_argument("--workdir", default="/tmp/paas-router", help="router: nginx working directory")
     p.add_argument("--cluster-domain", default="localhost", help="router: apps answer at <app>.<domain>")
@@ -45,7 +46,7 @@ async def main(args: argparse.Namespace) -> None:
     if not await wait_for_docker(runtime, 30):
         raise SystemExit("dockerd is not reachable at /var/run/docker.sock; start it with `dockerd &` "
                          "or `paas up`")
-    await NodeAgent(store, runtime, node, args.ttl).run()
+    await NodeAgent(store, runtime, node, args.ttl, keep_releases=args.keep_releases).run()
 
 
 if __name__ == "__main__":

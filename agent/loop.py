@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from agent import sync
+from agent import images, sync
 from agent.health import HealthState, after_probe, probe_due, probe_http
 from agent.runtime import Container, DockerRuntime, RuntimeFailed, RuntimeUnavailable
 from paas import store as keys
@@ -28,12 +28,15 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 1.0
 FULL_REWRITE_SECONDS = 30.0
 STABLE_AFTER = 30.0   # a replica running this long since its last restart has its backoff reset
+IMAGE_GC_SECONDS = 60.0
 
 
 class NodeAgent:
     def __init__(self, store: Store, runtime: DockerRuntime, node: Node, ttl: int = 5,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, keep_releases: int = images.KEEP_RELEASES):
         self.store, self.runtime, self.node, self.ttl = store, runtime, node, ttl
+        self.keep_releases = keep_releases
+        self.pulling: dict[str, str] = {}
         self.rng = rng or random.Random()
         self.lease: int | None = None
         self.restarts: dict[str, sync.RestartState] = {}
@@ -52,6 +55,7 @@ class NodeAgent:
                 tg.create_task(self._keep_lease())
                 tg.create_task(self._watch())
                 tg.create_task(self._sync_forever())
+                tg.create_task(self._collect_images_forever())
         finally:
             await self.http.close()
 
@@ -122,7 +126,8 @@ class NodeAgent:
         try:
             if isinstance(action, sync.Create):
                 log.info("creating %s", replica)
-                await self.runtime.create_and_start(action.assignment)
+                await self.runtime.create_and_start(
+                    action.assignment, lambda text: self.pulling.__setitem__(replica, text))
             elif isinstance(action, sync.Restart):
                 log.info("restarting crashed %s", replica)
                 await self.runtime.start(action.container_id)
@@ -137,6 +142,7 @@ class NodeAgent:
                 self.restarts[replica] = sync.after_restart(
                     self.restarts.get(replica, sync.RestartState()), time.monotonic(), self.rng.random())
         finally:
+            self.pulling.pop(replica, None)
             self.wakeup.set()
 
     async def _probe(self, assignments: dict[str, Assignment], running: dict[str, Container],
@@ -162,6 +168,26 @@ class NodeAgent:
             for replica in [r for r in table if r not in assignments]:
                 del table[replica]
 
+    async def _collect_images_forever(self) -> None:
+        while True:
+            await asyncio.sleep(IMAGE_GC_SECONDS)
+            try:
+                await self.collect_images()
+            except (StoreUnavailable, RuntimeUnavailable) as e:
+                log.warning("image clean-up skipped: %s", e)
+
+    async def collect_images(self) -> list[str]:
+        """Remove app images no recent release and no assignment of this node uses."""
+        releases = await self.store.values(keys.prefix("releases"))
+        assigned = await self.store.values(keys.prefix("assignments", self.node.name))
+        kept = images.images_to_keep(releases, [a["image"] for a in assigned], self.keep_releases)
+        removed = []
+        for image_id in images.images_to_remove(await self.runtime.list_app_images(), kept):
+            if await self.runtime.remove_image(image_id):
+                log.info("removed image %s (no recent release uses it)", image_id[:19])
+                removed.append(image_id)
+        return removed
+
     # -- status and endpoints --------------------------------------------------------
 
     def _status(self, a: Assignment, c: Container | None, now: float) -> dict[str, Any]:
@@ -171,7 +197,9 @@ class NodeAgent:
         h = self.health.get(a.id, HealthState())
         endpoint = f"{self.node.address}:{c.host_port}" if c is not None and c.host_port else None
         task = self.in_flight.get(a.id)
-        if c is None:
+        if c is None and a.id in self.pulling:
+            state = "pulling"
+        elif c is None:
             state = "failed" if a.id in self.errors else "creating" if task and not task.done() else "pending"
         elif c.state != "running" and sync.is_crash_looping(restart, now):
             state = "crash-looping"
@@ -188,6 +216,7 @@ class NodeAgent:
             "restarts": restart.restarts, "exit_code": c.exit_code if c else None,
             "oom_killed": c.oom_killed if c else False, "image": a.image,
             "endpoint": endpoint if a.port else None, "error": self.errors.get(a.id), "probe": probe,
+            "progress": self.pulling.get(a.id),
         }
 
     async def _publish(self, assignments: dict[str, Assignment], containers: list[Container],

@@ -112,21 +112,35 @@ class DockerRuntime:
             return None  # removed meanwhile
         return c._container
 
-    async def ensure_image(self, ref: str) -> None:
-        """Pull the image unless this Docker Engine already has it."""
+    async def ensure_image(self, ref: str, progress: Callable[[str], None] = lambda _: None) -> None:
+        """Pull the image unless this Docker Engine already has it; `progress` hears
+        "pulling 2/5 layers" as layers land."""
         try:
             await self._guard("inspect image", lambda: self._client().images.inspect(ref))
             return
         except RuntimeFailed:
             pass
         log.info("pulling %s", ref)
-        await self._guard(f"pull {ref}", lambda: self._client().images.pull(ref))
+        layers: dict[str, bool] = {}
+
+        async def pull() -> None:
+            async for event in self._client().images.pull(ref, stream=True):
+                if "error" in event:
+                    raise RuntimeFailed(f"pull {ref}: {event['error']}")
+                layer, status = event.get("id"), event.get("status", "")
+                if layer and ("Pull complete" in status or "Already exists" in status):
+                    layers[layer] = True
+                elif layer and status in ("Pulling fs layer", "Waiting", "Downloading"):
+                    layers.setdefault(layer, False)
+                if layers:
+                    progress(f"pulling {sum(layers.values())}/{len(layers)} layers")
+        await self._guard(f"pull {ref}", pull)
 
     def container_name(self, replica: str) -> str:
         return f"paas-{self.cluster}-{replica}"
 
-    async def create_and_start(self, a: Assignment) -> str:
-        await self.ensure_image(a.image)
+    async def create_and_start(self, a: Assignment, progress: Callable[[str], None] = lambda _: None) -> str:
+        await self.ensure_image(a.image, progress)
         env = {**a.env, "PAAS_APP": a.app, "PAAS_PROCESS": a.process, "PAAS_REPLICA": a.id,
                "PAAS_RELEASE": str(a.release), "PAAS_NODE": self.node}
         host_config = {
@@ -178,6 +192,22 @@ class DockerRuntime:
         except RuntimeFailed as e:
             if "No such container" not in str(e) and "already in progress" not in str(e):
                 raise
+
+    async def list_app_images(self) -> list[dict]:
+        """Images built by paas (label paas.app): id, app, repo digests, tags."""
+        images = await self._guard("list images", lambda: self._client().images.list(
+            filters={"label": [LABEL_APP]}))
+        return [{"id": i["Id"], "app": (i.get("Labels") or {}).get(LABEL_APP, ""),
+                 "digests": i.get("RepoDigests") or [], "tags": i.get("RepoTags") or []} for i in images]
+
+    async def remove_image(self, image_id: str) -> bool:
+        """Remove unless a container still uses it (Docker refuses then: never forced)."""
+        try:
+            await self._guard("remove image", lambda: self._client().images.delete(image_id, force=False))
+            return True
+        except RuntimeFailed as e:
+            log.info("kept image %s: %s", image_id[:19], e)
+            return False
 
     async def logs(self, container_id: str, tail: int = 50) -> list[str]:
         c = await self._guard("get", lambda: self._client().containers.get(container_id))

@@ -5,12 +5,14 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import socket
 from pathlib import Path
 
 from aiohttp import web
 
 from controller.api import make_app
+from controller.builder import Builder
 from controller.leader import Leadership
 from controller.loops import Reconciler
 from paas.store import Store
@@ -24,6 +26,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cluster-domain", default="localhost")
     p.add_argument("--id", default=f"{socket.gethostname()}-{os.getpid()}", help="identity in elections")
     p.add_argument("--ttl", type=int, default=5, help="leader lease TTL, seconds")
+    p.add_argument("--registry", default="127.0.0.1:5000", help="cluster registry that builds are pushed to")
+    p.add_argument("--build-memory", type=int, default=2048, help="memory cap of one build, MiB")
+    p.add_argument("--build-cpus", type=float, default=1.0, help="cpu cap of one build, cores")
+    p.add_argument("--procfile-base", help="base image of Procfile apps (default <registry>/paas/python:3)")
     return p.parse_args(argv)
 
 
@@ -32,16 +38,23 @@ async def main(args: argparse.Namespace) -> None:
     store = Store(args.etcd.split(","))
     leadership = Leadership(store, args.id, args.ttl)
     reconciler = Reconciler(store, leadership)
-    runner = web.AppRunner(make_app(store, token, args.cluster_domain), access_log=None)
+    builder = Builder(args.registry, memory=args.build_memory * 1024 * 1024, cpus=args.build_cpus,
+                      procfile_base=args.procfile_base)
+    runner = web.AppRunner(make_app(store, token, builder, args.cluster_domain), access_log=None)
     await runner.setup()
     host, _, port = args.listen.rpartition(":")
     await web.TCPSite(runner, host, int(port)).start()
     logging.info("controller %s: API on http://%s", args.id, args.listen)
+    main_task = asyncio.current_task()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(leadership.run())
             tg.create_task(reconciler.run())
+    except asyncio.CancelledError:
+        logging.info("controller %s: stopping", args.id)
     finally:
+        await leadership.resign()
         await runner.cleanup()
 
 

@@ -4,12 +4,17 @@ and views.
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
+import re
+import tempfile
 import time
 from typing import Any
 
 from aiohttp import web
 
+from controller.builder import Builder, BuildFailed, RegistryUnavailable
 from controller.views import replica_rows, rollout_state
 from paas import store as keys
 from paas.model import AppSpec
@@ -20,6 +25,11 @@ MAX_BODY = 1024 * 1024
 STORE = web.AppKey("store", Store)
 TOKEN = web.AppKey("token", str)
 DOMAIN = web.AppKey("cluster_domain", str)
+BUILDER = web.AppKey("builder", Builder)
+MAX_CONTEXT = 200 * 1024 * 1024 + 16 * 1024 * 1024     # the CLI's limit on file bytes, plus tar headers
+_SOURCE_HASH = re.compile(r"^[0-9a-f]{64}$")
+_APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+_DOCKERFILE = re.compile(r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._/-]{1,200}$")
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
@@ -57,36 +67,52 @@ async def deploy(request: web.Request) -> web.Response:
         spec = parse_spec(text, filename)
     except SpecError as e:
         return error(422, "invalid spec", problems=[str(p) for p in e.problems])
-    if spec.build is not None:
-        return error(422, "invalid spec", problems=[f"{filename}:1: build: building images is not "
-                                                     "supported by this controller yet; use `image:`"])
     store = request.app[STORE]
+    build = None
+    if spec.build is not None:
+        source = body.get("build")
+        entry = await store.get(keys.build_key(spec.name, source)) if isinstance(source, str) else None
+        if entry is None:
+            return error(422, "invalid spec", problems=[
+                f"{filename}:1: build: no finished build of this source; `paas deploy` uploads and builds it"])
+        build = entry.value
     for _ in range(5):
-        result = await _create_release(store, spec)
+        result = await _create_release(store, spec, build)
         if result is not None:
             return web.json_response(result, status=201 if result["changed"] else 200)
     return error(409, f"app {spec.name} is being changed concurrently; try again")
 
 
-async def _create_release(store: Store, spec: AppSpec) -> dict[str, Any] | None:
+def _release_spec(spec: AppSpec, build: dict[str, Any] | None) -> dict[str, Any]:
+    """The spec a release runs: processes without a command take theirs from the Procfile."""
+    value = spec.to_dict()
+    for name, process in value["processes"].items():
+        if process["command"] is None and build and name in build.get("procfile", {}):
+            process["command"] = ["sh", "-c", build["procfile"][name]]
+    return value
+
+
+async def _create_release(store: Store, spec: AppSpec, build: dict[str, Any] | None) -> dict[str, Any] | None:
     current = await store.get(keys.app_key(spec.name))
-    image, env = spec.image, dict(spec.env)
+    image, env = (build["image"] if build else spec.image), dict(spec.env)
+    release_spec = _release_spec(spec, build)
     if current is not None:
         number = current.value["release"]
         release = await store.get(keys.release_key(spec.name, number))
-        if release is not None and release.value["spec"] == spec.to_dict() and release.value["image"] == image:
-            return {"app": spec.name, "release": number, "changed": False}
+        if release is not None and release.value["spec"] == release_spec and release.value["image"] == image:
+            return {"app": spec.name, "release": number, "changed": False, "image": image}
         number += 1
     else:
         number = 1
     now = time.time()
-    release_value = {"number": number, "image": image, "env": env, "spec": spec.to_dict(), "created": now}
+    release_value = {"app": spec.name, "number": number, "image": image, "env": env, "spec": release_spec, "created": now,
+                     "source": build["source"] if build else None}
     app_value = {"spec": spec.to_dict(), "release": number,
                  "created": current.value["created"] if current else now, "updated": now}
     ok = await store.commit(
         [Put(keys.release_key(spec.name, number), release_value), Put(keys.app_key(spec.name), app_value)],
         expect={keys.app_key(spec.name): current.mod_revision if current else 0})
-    return {"app": spec.name, "release": number, "changed": True} if ok else None
+    return {"app": spec.name, "release": number, "changed": True, "image": image} if ok else None
 
 
 async def list_apps(request: web.Request) -> web.Response:
@@ -116,7 +142,7 @@ async def delete_app(request: web.Request) -> web.Response:
     if app is None:
         return error(404, f"no app named {name}")
     await store.commit([Delete(keys.app_key(name)), Delete(keys.prefix("releases", name), prefix=True),
-                        Delete(keys.rollout_key(name))], expect={keys.app_key(name): app.mod_revision})
+                        Delete(keys.rollout_key(name)), Delete(keys.prefix("builds", name), prefix=True)], expect={keys.app_key(name): app.mod_revision})
     return web.json_response({"app": name, "deleted": True})
 
 
@@ -127,6 +153,65 @@ async def app_replicas_gone(request: web.Request) -> web.Response:
     left = [a for a in snapshot["assignments"] if a["app"] == name]
     left += [s for s in snapshot["statuses"].values() if s.get("app") == name]
     return web.json_response({"app": name, "remaining": len(left)})
+
+
+async def get_build(request: web.Request) -> web.Response:
+    name, source = request.match_info["name"], request.match_info["source"]
+    entry = await request.app[STORE].get(keys.build_key(name, source))
+    if entry is None:
+        return error(404, f"no build of {name} from source {source[:16]}")
+    return web.json_response(entry.value)
+
+
+async def post_build(request: web.Request) -> web.StreamResponse:
+    """Build a context tar (the body) and push it; the response streams NDJSON events:
+    {"step"}, {"log"}, {"status"}, {"progress"}, then {"done": build} or {"error", "step", "log_tail"}."""
+    name = request.match_info["name"]
+    source = request.query.get("source", "")
+    dockerfile = request.query.get("dockerfile", "Dockerfile")
+    if not _APP_NAME.match(name) or not _SOURCE_HASH.match(source) or not _DOCKERFILE.match(dockerfile):
+        return error(400, "bad app name, source hash or dockerfile path")
+    context, digest, size = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024), hashlib.sha256(), 0
+    async for chunk in request.content.iter_chunked(1024 * 1024):
+        size += len(chunk)
+        if size > MAX_CONTEXT:
+            return error(413, f"build context over {MAX_CONTEXT // 1024 // 1024} MiB")
+        digest.update(chunk)
+        context.write(chunk)
+    if digest.hexdigest() != source:
+        return error(400, "the uploaded context does not match its source hash")
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+
+    async def emit(event: dict[str, Any]) -> None:
+        await resp.write(json.dumps(event).encode() + b"\n")
+
+    try:
+        built = await request.app[BUILDER].build(name, source, context, dockerfile, emit)
+        record = {"source": source, "image": built.image, "tag": built.tag, "digest": built.digest,
+                  "size": built.size, "procfile": built.procfile, "dockerfile": dockerfile,
+                  "created": time.time()}
+        await request.app[STORE].put(keys.build_key(name, source), record)
+        await emit({"done": record})
+    except BuildFailed as e:
+        await emit({"error": str(e), "step": e.step, "log_tail": e.log_tail})
+    except RegistryUnavailable as e:
+        await emit({"error": str(e)})
+    await resp.write_eof()
+    return resp
+
+
+async def list_images(request: web.Request) -> web.Response:
+    """The app's built images, newest first, with the releases that run each."""
+    store, name = request.app[STORE], request.match_info["name"]
+    builds = await store.values(keys.prefix("builds", name))
+    releases = await store.values(keys.prefix("releases", name))
+    rows = []
+    for b in sorted(builds, key=lambda b: b["created"], reverse=True):
+        used = sorted(r["number"] for r in releases if r["image"] == b["image"])
+        rows.append({"image": b["image"], "tag": b["tag"], "size": b["size"], "source": b["source"],
+                     "created": b["created"], "releases": used})
+    return web.json_response(rows)
 
 
 async def list_nodes(request: web.Request) -> web.Response:
@@ -188,9 +273,9 @@ def _node_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def make_app(store: Store, token: str, cluster_domain: str = "localhost") -> web.Application:
+def make_app(store: Store, token: str, builder: Builder, cluster_domain: str = "localhost") -> web.Application:
     app = web.Application(middlewares=[errors_and_auth], client_max_size=MAX_BODY)
-    app[STORE], app[TOKEN], app[DOMAIN] = store, token, cluster_domain
+    app[STORE], app[TOKEN], app[DOMAIN], app[BUILDER] = store, token, cluster_domain, builder
     app.add_routes([
         web.get("/api/v1/health", health),
         web.post("/api/v1/apps", deploy),
@@ -198,6 +283,9 @@ def make_app(store: Store, token: str, cluster_domain: str = "localhost") -> web
         web.get("/api/v1/apps/{name}", get_app),
         web.delete("/api/v1/apps/{name}", delete_app),
         web.get("/api/v1/apps/{name}/remaining", app_replicas_gone),
+        web.get("/api/v1/apps/{name}/builds/{source}", get_build),
+        web.post("/api/v1/apps/{name}/builds", post_build),
+        web.get("/api/v1/apps/{name}/images", list_images),
         web.get("/api/v1/nodes", list_nodes),
         web.get("/api/v1/status", cluster_status),
     ])

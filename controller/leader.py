@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from paas import store as keys
 from paas.store import Put, Store, StoreUnavailable
@@ -20,11 +21,21 @@ class Leadership:
         self.store, self.identity, self.ttl = store, identity, ttl
         self.lease: int | None = None
         self.revision: int | None = None       # mod revision of our leader key
+        self.since = 0.0
         self.changed = asyncio.Event()
 
     @property
     def is_leader(self) -> bool:
         return self.revision is not None
+
+    def leader_for(self) -> float:
+        return time.monotonic() - self.since if self.is_leader else 0.0
+
+    async def resign(self) -> None:
+        """Give up at once (clean shutdown), so a standby need not wait for the TTL."""
+        if self.lease is not None:
+            await self.store.revoke_lease(self.lease)
+        self._lose("resigned")
 
     def fence(self) -> dict[str, int]:
         assert self.revision is not None
@@ -52,6 +63,7 @@ class Leadership:
             entry = await self.store.get(LEADER_KEY)
             if entry is not None and entry.value.get("id") == self.identity:
                 self.revision = entry.mod_revision
+                self.since = time.monotonic()
                 log.info("%s is the leader", self.identity)
                 self.changed.set()
                 return

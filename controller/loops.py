@@ -88,8 +88,13 @@ class Reconciler:
         healthy = {s["id"] for s in await self.store.values(keys.prefix("status")) if s.get("healthy")}
         return releases, nodes, assignments, healthy
 
-    async def reconcile_once(self) -> Plan:
+    async def reconcile_once(self) -> Plan | None:
         releases, nodes, assignments, healthy = await self.snapshot()
+        missing = {a.node for a in assignments} - set(nodes)
+        if missing and self.leadership.leader_for() < self.leadership.ttl + 1:
+            # a new leader gives agents one lease TTL to show up before it calls their nodes lost
+            log.info("waiting for nodes %s to register before rescheduling", ", ".join(sorted(missing)))
+            return None
         plan = plan_assignments(releases, nodes, assignments, healthy, suffix=lambda: secrets.token_hex(2))
         if not plan.empty:
             ops = [Put(keys.assignment_key(a.node, a.id), a.to_dict()) for a in plan.create]

@@ -16,6 +16,7 @@ from rich.table import Table
 from paas import localcluster
 from paas.baseimage import BaseImageError, ensure_base_image
 from paas.client import ApiError, Client
+from paas.context import ContextError, pack_context
 from paas.spec import SpecError, load_spec_file
 
 # Piped output keeps whole ids and endpoints instead of folding them at 80 columns.
@@ -80,7 +81,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         return 1
     client = _client()
     text = Path(args.spec).read_text()
-    result = client.deploy(text, args.spec)
+    source = None
+    if spec.build is not None:
+        source = _build(client, spec, Path(args.spec).resolve().parent)
+        if source is None:
+            return 1
+    result = client.deploy(text, args.spec, build=source)
     verb = f"release v{result['release']}" if result["changed"] else f"unchanged, still v{result['release']}"
     err.print(f"{spec.name}: {verb}")
     if args.no_wait:
@@ -91,6 +97,39 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     out.print(f"[green]{spec.name} v{app['release']} is up[/]: "
               + ", ".join(f"http://{h}" for h in app["hosts"][:1]) + _router_hint())
     return 0
+
+
+def _build(client: Client, spec, spec_dir: Path) -> str | None:
+    """Build the spec's context once: upload it unless the controller has built
+    this exact source before. Returns the source hash, None on failure."""
+    context_dir = (spec_dir / spec.build.context).resolve()
+    try:
+        packed = pack_context(context_dir, spec.build.dockerfile)
+    except ContextError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        return None
+    cached = client.build_record(spec.name, packed.source_hash)
+    if cached is not None:
+        err.print(f"{spec.name}: cached {cached['digest']} (source {packed.source_hash[:16]}), no build")
+        return packed.source_hash
+    err.print(f"{spec.name}: building {context_dir} ({packed.files} files, {packed.size / 1024:.0f} KiB)")
+    with err.status(f"building {spec.name}") as status:
+        for event in client.build(spec.name, packed.source_hash, spec.build.dockerfile, packed.file, packed.size):
+            if "error" in event:
+                err.print(f"[red]build of {spec.name} failed[/]" + (f" at {event['step']}" if event.get("step") else ""))
+                for line in event.get("log_tail") or []:
+                    print(f"  {line}", file=sys.stderr)
+                print(f"error: {event['error']}", file=sys.stderr)
+                return None
+            if "done" in event:
+                err.print(f"{spec.name}: built and pushed {event['done']['image']}")
+                return packed.source_hash
+            if "log" in event:
+                err.print(f"  {event['log']}", markup=False, highlight=False, style="dim")
+            else:
+                status.update(f"building {spec.name}: {event.get('step') or event.get('status') or event.get('progress')}")
+    err.print(f"[red]build of {spec.name} ended without a result[/]")
+    return None
 
 
 def _router_hint() -> str:
@@ -153,6 +192,20 @@ def cmd_ps(args: argparse.Namespace) -> int:
     out.print(table)
     for slot, reason in app["rollout"]["pending"].items():
         out.print(f"{slot}: pending: {reason}", markup=False)
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    images = _client().images(args.app)
+    if args.json:
+        _print_json(images)
+        return 0
+    table = Table("IMAGE", "TAG", "SIZE", "RELEASES", "BUILT")
+    for i in images:
+        table.add_row(i["image"], i["tag"].rsplit(":", 1)[1], _mib(i["size"]),
+                      ", ".join(f"v{n}" for n in i["releases"]) or "-",
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i["created"])))
+    out.print(table)
     return 0
 
 
@@ -221,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--registry", help="registry address (default: the cluster's)")
     sp.add_argument("--force", action="store_true", help="rebuild even when present")
     sp = add("deploy", cmd_deploy, "create or update an app from a YAML spec and wait until every replica "
-             "is healthy and routed")
+             "is healthy and routed; a spec with `build:` has its context built once and pushed to the "
+             "cluster registry (the same source again builds nothing)")
     sp.add_argument("spec", help="path of the app spec (YAML)")
     sp.add_argument("--no-wait", action="store_true", help="return once the release is recorded")
     sp.add_argument("--timeout", type=float, default=300, help="seconds to wait for the rollout")
@@ -229,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                             ("status", cmd_status, "cluster status: etcd, leader, nodes, routers, apps")):
         add(name, fn, help_).add_argument("--json", action="store_true", help="machine-readable output")
     sp = add("ps", cmd_ps, "list the replicas of an app")
+    sp.add_argument("app")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = add("images", cmd_images, "the images built for an app, their sizes and the releases using them")
     sp.add_argument("app")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp = add("destroy", cmd_destroy, "delete an app: every container and route of it goes")

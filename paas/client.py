@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 
 class ApiError(Exception):
@@ -18,13 +20,12 @@ class Client:
     def __init__(self, url: str, token: str, timeout: float = 30.0):
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
+    def _open(self, method: str, path: str, data: Any = None, headers: dict[str, str] | None = None,
+              timeout: float | None = None):
         req = urllib.request.Request(f"{self.url}/api/v1{path}", data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json", **(headers or {})})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read() or b"null")
+            return urllib.request.urlopen(req, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as e:
             try:
                 payload = json.loads(e.read())
@@ -36,8 +37,35 @@ class Client:
             raise ApiError(0, f"the controller is not reachable at {self.url} ({reason}); "
                               "start the cluster with `paas up`") from None
 
-    def deploy(self, spec_text: str, filename: str) -> dict[str, Any]:
-        return self._call("POST", "/apps", {"spec": spec_text, "filename": filename})
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        with self._open(method, path, data) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def deploy(self, spec_text: str, filename: str, build: str | None = None) -> dict[str, Any]:
+        return self._call("POST", "/apps", {"spec": spec_text, "filename": filename, "build": build})
+
+    def build_record(self, app: str, source_hash: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", f"/apps/{app}/builds/{source_hash}")
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def build(self, app: str, source_hash: str, dockerfile: str, context: IO[bytes],
+              size: int) -> Iterator[dict[str, Any]]:
+        """Upload a context and yield the build's events as they stream back."""
+        query = urllib.parse.urlencode({"source": source_hash, "dockerfile": dockerfile})
+        resp = self._open("POST", f"/apps/{app}/builds?{query}", data=context, timeout=3600,
+                          headers={"Content-Type": "application/x-tar", "Content-Length": str(size)})
+        with resp:
+            for line in resp:
+                if line.strip():
+                    yield json.loads(line)
+
+    def images(self, app: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/apps/{app}/images")
 
     def apps(self) -> list[dict[str, Any]]:
         return self._call("GET", "/apps")

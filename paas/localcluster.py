@@ -74,6 +74,15 @@ def load_config(home: Path) -> ClusterConfig | None:
         return None
 
 
+def process_alive(pid: int) -> bool:
+    """Running, and not a zombie: where nothing reaps our orphans, the dead linger as zombies."""
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class Supervisor:
     """Starts and stops background processes, each with a pid file and a log."""
 
@@ -86,15 +95,9 @@ class Supervisor:
     def pid(self, name: str) -> int | None:
         try:
             pid = int((self.run_dir / f"{name}.pid").read_text())
-            os.kill(pid, 0)
         except (OSError, ValueError):
             return None
-        try:   # a zombie is as good as dead
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return None
-        except (OSError, IndexError):
-            return None
-        return pid
+        return pid if process_alive(pid) else None
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> bool:
         """Start unless running; True when it was started now."""
@@ -114,9 +117,7 @@ class Supervisor:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
+            if not process_alive(pid):
                 return True
             time.sleep(0.1)
         os.kill(pid, signal.SIGKILL)
@@ -207,13 +208,7 @@ def up(home: Path, config: ClusterConfig, say: Callable[[str], None]) -> Cluster
     say("base image")
     baseimage.ensure_base_image(config.registry, say)
 
-    say(f"controller on {config.api_url}")
-    sup.start("controller", [py, "-m", "controller", "--etcd", config.etcd, "--listen", f"127.0.0.1:{config.api_port}",
-                             "--token-file", str(token_file), "--cluster-domain", config.cluster_domain,
-                             "--ttl", str(config.lease_ttl)])
-    wait_until("controller", lambda: http_ok(f"{config.api_url}/api/v1/health"), 30,
-               sup.log_dir / "controller.log")
-
+    # agents first, so a controller starting up finds every node already registered
     for i, address in enumerate(config.nodes, start=1):
         say(f"agent node-{i} on {address}")
         sup.start(f"agent-node-{i}", [py, "-m", "agent", "--node", f"node-{i}", "--address", address,
@@ -227,13 +222,21 @@ def up(home: Path, config: ClusterConfig, say: Callable[[str], None]) -> Cluster
                          "--workdir", str(home / "router"), "--cluster-domain", config.cluster_domain,
                          "--ttl", str(config.lease_ttl)])
     wait_until("router", lambda: tcp_open(config.router_listen), 30, sup.log_dir / "router.log")
+    say(f"controller on {config.api_url}")
+    sup.start("controller", [py, "-m", "controller", "--etcd", config.etcd, "--listen", f"127.0.0.1:{config.api_port}",
+                             "--token-file", str(token_file), "--cluster-domain", config.cluster_domain,
+                             "--ttl", str(config.lease_ttl), "--registry", config.registry])
+    wait_until("controller", lambda: http_ok(f"{config.api_url}/api/v1/health"), 30,
+               sup.log_dir / "controller.log")
+
     return config
 
 
 def down(home: Path, say: Callable[[str], None]) -> None:
     config = load_config(home)
     sup = Supervisor(home)
-    for name in [n for n in sup.names() if n.startswith("agent-")] + ["router", "controller"]:
+    # the controller first: agents going away must not look like lost nodes to it
+    for name in ["controller", *[n for n in sup.names() if n.startswith("agent-")], "router"]:
         if sup.stop(name):
             say(f"stopped {name}")
     nginx_pid = home / "router" / "nginx.pid"

@@ -55,6 +55,10 @@ def rollout_key(app: str) -> str:
     return f"{PREFIX}/rollouts/{app}"
 
 
+def build_key(app: str, source_hash: str) -> str:
+    return f"{PREFIX}/builds/{app}/{source_hash}"
+
+
 def scheduling_key(app: str) -> str:
     return f"{PREFIX}/scheduling/{app}"
 
