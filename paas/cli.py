@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from paas import localcluster
-from paas.baseimage import BaseImageError, ensure_base_image
+from paas.baseimage import BaseImageError, ensure_base_image, ensure_python_base_image
 from paas.client import ApiError, Client
 from paas.context import ContextError, pack_context
 from paas.spec import SpecError, load_spec_file
@@ -64,8 +64,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_base_image(args: argparse.Namespace) -> int:
     config = localcluster.load_config(localcluster.paas_home()) or localcluster.ClusterConfig.from_env()
-    ref = ensure_base_image(args.registry or config.registry, lambda m: err.print(m), force=args.force)
-    out.print(ref)
+    registry = args.registry or config.registry
+    out.print(ensure_base_image(registry, lambda m: err.print(m), force=args.force))
+    out.print(ensure_python_base_image(registry, lambda m: err.print(m), force=args.force))
     return 0
 
 
@@ -269,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("up", cmd_up, "start the local cluster: dockerd (if needed), etcd, registry, controller, "
         "3 agents (127.0.0.11-13), router on 127.0.0.1:8080")
     add("down", cmd_down, "stop everything `paas up` started; apps stay in etcd")
-    sp = add("base-image", cmd_base_image, "build the busybox base image (no internet needed) and push it "
-             "to the cluster registry")
+    sp = add("base-image", cmd_base_image, "build the base images and push them to the cluster registry: "
+             "<registry>/paas/busybox (from busybox-static) and <registry>/paas/python:3 (Debian with "
+             "python3, by debootstrap: about a minute, once per machine). `paas up` does this too.")
     sp.add_argument("--registry", help="registry address (default: the cluster's)")
     sp.add_argument("--force", action="store_true", help="rebuild even when present")
     sp = add("deploy", cmd_deploy, "create or update an app from a YAML spec and wait until every replica "

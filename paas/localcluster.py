@@ -205,8 +205,9 @@ def up(home: Path, config: ClusterConfig, say: Callable[[str], None]) -> Cluster
     sup.start("registry", ["docker-registry", "serve", str(registry_conf)])
     wait_until("registry", lambda: http_ok(f"http://{config.registry}/v2/"), 30, sup.log_dir / "registry.log")
 
-    say("base image")
+    say("base images")
     baseimage.ensure_base_image(config.registry, say)
+    baseimage.ensure_python_base_image(config.registry, say)   # debootstrap: about a minute, once per machine
 
     # agents first, so a controller starting up finds every node already registered
     for i, address in enumerate(config.nodes, start=1):
