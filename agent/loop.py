@@ -29,6 +29,8 @@ RESYNC_SECONDS = 1.0
 FULL_REWRITE_SECONDS = 30.0
 STABLE_AFTER = 30.0   # a replica running this long since its last restart has its backoff reset
 IMAGE_GC_SECONDS = 60.0
+LOGS_EVERY = 5.0       # how often the last log lines of a failing replica are read again
+LOG_LINES = 10
 
 
 class NodeAgent:
@@ -37,6 +39,7 @@ class NodeAgent:
         self.store, self.runtime, self.node, self.ttl = store, runtime, node, ttl
         self.keep_releases = keep_releases
         self.pulling: dict[str, str] = {}
+        self.logs: dict[str, tuple[float, list[str]]] = {}
         self.rng = rng or random.Random()
         self.lease: int | None = None
         self.restarts: dict[str, sync.RestartState] = {}
@@ -108,6 +111,7 @@ class NodeAgent:
             self._start_action(action, now)
         running = {c.replica: c for c in containers if c.state == "running" and c.replica in assignments}
         await self._probe(assignments, running, now)
+        await self._read_failing_logs(assignments, containers, now)
         self._forget(assignments)
         await self._publish(assignments, containers, now)
 
@@ -163,8 +167,25 @@ class NodeAgent:
             if replica not in running:
                 del self.health[replica]   # a stopped container starts over as unhealthy
 
+    async def _read_failing_logs(self, assignments: dict[str, Assignment], containers: list[Container],
+                                 now: float) -> None:
+        """Keep the last lines of replicas that exited or fail their probe, so
+        `paas deploy` can show why a release was rolled back."""
+        for c in containers:
+            a = assignments.get(c.replica)
+            if a is None:
+                continue
+            h = self.health.get(c.replica)
+            failing = c.state != "running" or (h is not None and h.failures > 0)
+            seen = self.logs.get(c.replica)
+            if failing and (seen is None or now - seen[0] >= LOGS_EVERY):
+                try:
+                    self.logs[c.replica] = (now, (await self.runtime.logs(c.id, LOG_LINES))[-LOG_LINES:])
+                except (RuntimeFailed, RuntimeUnavailable):
+                    pass
+
     def _forget(self, assignments: dict[str, Assignment]) -> None:
-        for table in (self.restarts, self.errors):
+        for table in (self.restarts, self.errors, self.logs):
             for replica in [r for r in table if r not in assignments]:
                 del table[replica]
 
@@ -206,6 +227,8 @@ class NodeAgent:
         else:
             state = c.state
         healthy = c is not None and c.state == "running" and (a.port is None or h.healthy)
+        if a.draining_since is not None and c is not None and c.state == "running":
+            state = "draining"
         probe = None
         if h.last is not None:
             probe = {"ok": h.last.ok, "status": h.last.status, "detail": h.last.detail[:200],
@@ -216,7 +239,8 @@ class NodeAgent:
             "restarts": restart.restarts, "exit_code": c.exit_code if c else None,
             "oom_killed": c.oom_killed if c else False, "image": a.image,
             "endpoint": endpoint if a.port else None, "error": self.errors.get(a.id), "probe": probe,
-            "progress": self.pulling.get(a.id),
+            "progress": self.pulling.get(a.id), "draining": a.draining_since is not None,
+            "logs": self.logs.get(a.id, (0, None))[1] if not healthy else None,
         }
 
     async def _publish(self, assignments: dict[str, Assignment], containers: list[Container],
@@ -232,7 +256,8 @@ class NodeAgent:
         for a in assignments.values():
             status = self._status(a, by_replica.get(a.id), now)
             desired[keys.status_key(self.node.name, a.id)] = status
-            if a.port is not None and status["healthy"] and status["endpoint"]:
+            # a draining replica leaves the router before it is stopped
+            if a.port is not None and status["healthy"] and status["endpoint"] and a.draining_since is None:
                 desired[keys.endpoint_key(a.app, a.id)] = {
                     "replica": a.id, "app": a.app, "process": a.process, "release": a.release,
                     "node": self.node.name, "address": status["endpoint"]}

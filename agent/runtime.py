@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +26,6 @@ LABEL_APP = "paas.app"
 LABEL_PROCESS = "paas.process"
 LABEL_REPLICA = "paas.replica"
 LABEL_RELEASE = "paas.release"
-STOP_TIMEOUT = 10
 PIDS_LIMIT = 512
 
 
@@ -159,7 +159,7 @@ class DockerRuntime:
             "Labels": {LABEL_CLUSTER: self.cluster, LABEL_NODE: self.node, LABEL_APP: a.app,
                        LABEL_PROCESS: a.process, LABEL_REPLICA: a.id, LABEL_RELEASE: str(a.release)},
             "HostConfig": host_config,
-            "StopTimeout": STOP_TIMEOUT,
+            "StopTimeout": max(1, math.ceil(a.stop_timeout)),   # SIGTERM, then SIGKILL after this
         }
         if a.command:
             config["Cmd"] = list(a.command)
@@ -177,14 +177,15 @@ class DockerRuntime:
         c = await self._guard("get", lambda: self._client().containers.get(container_id))
         await self._guard("start", c.start)
 
-    async def remove(self, container_id: str, stop_timeout: int = STOP_TIMEOUT) -> None:
+    async def remove(self, container_id: str) -> None:
+        """Stop (SIGTERM, then SIGKILL after the container's own stop timeout) and remove."""
         try:
             c = await self._guard("get", lambda: self._client().containers.get(container_id))
         except RuntimeFailed:
             return  # already gone
         if c._container.get("State", {}).get("Running"):
             try:
-                await self._guard("stop", lambda: c.stop(t=stop_timeout))
+                await self._guard("stop", c.stop)
             except RuntimeFailed as e:
                 log.warning("stop %s: %s", container_id[:12], e)
         try:

@@ -15,10 +15,11 @@ from typing import Any
 from aiohttp import web
 
 from controller.builder import Builder, BuildFailed, RegistryUnavailable
+from controller.releases import counts_of, downtime_problems, record_release, release_content
 from controller.views import replica_rows, rollout_state
 from paas import store as keys
 from paas.model import AppSpec
-from paas.spec import SpecError, parse_spec
+from paas.spec import SpecError, env_key_problem, parse_spec
 from paas.store import Delete, Put, Store, StoreUnavailable
 
 MAX_BODY = 1024 * 1024
@@ -57,8 +58,8 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def deploy(request: web.Request) -> web.Response:
-    """Create or replace an app from a YAML spec; a new release when anything changed."""
+async def _parse_deploy(request: web.Request) -> tuple[AppSpec, dict | None, dict] | web.Response:
+    """The spec (and its finished build) of a deploy body, or the error response."""
     body = await request.json()
     text, filename = body.get("spec"), body.get("filename", "app.yaml")
     if not isinstance(text, str):
@@ -67,52 +68,146 @@ async def deploy(request: web.Request) -> web.Response:
         spec = parse_spec(text, filename)
     except SpecError as e:
         return error(422, "invalid spec", problems=[str(p) for p in e.problems])
-    store = request.app[STORE]
     build = None
     if spec.build is not None:
         source = body.get("build")
-        entry = await store.get(keys.build_key(spec.name, source)) if isinstance(source, str) else None
+        entry = await request.app[STORE].get(keys.build_key(spec.name, source)) if isinstance(source, str) else None
         if entry is None:
             return error(422, "invalid spec", problems=[
                 f"{filename}:1: build: no finished build of this source; `paas deploy` uploads and builds it"])
         build = entry.value
+    return spec, build, body
+
+
+async def deploy(request: web.Request) -> web.Response:
+    """Create or replace an app from a YAML spec: a new release when image, env or
+    spec changed (rolled out, or queued behind the rollout under way); only a new
+    scale when just the replica counts changed."""
+    parsed = await _parse_deploy(request)
+    if isinstance(parsed, web.Response):
+        return parsed
+    spec, build, body = parsed
+    store = request.app[STORE]
+    current = await store.get(keys.app_key(spec.name))
+    if current is not None and not body.get("allow_downtime"):
+        problems = downtime_problems(spec, counts_of(spec))
+        if problems:
+            return error(422, "this rollout cannot keep the app serving; deploy with --allow-downtime "
+                              "to accept downtime", problems=problems)
+    config = current.value.get("config", {}) if current else {}
+    content = release_content(spec, build["image"] if build else spec.image, config, build)
+    return await _record(store, spec.name, content, app_spec=spec, scale=counts_of(spec), note="deploy")
+
+
+async def _record(store: Store, name: str, content: dict[str, Any], **kwargs: Any) -> web.Response:
     for _ in range(5):
-        result = await _create_release(store, spec, build)
+        result = await record_release(store, name, content, **kwargs)
         if result is not None:
             return web.json_response(result, status=201 if result["changed"] else 200)
-    return error(409, f"app {spec.name} is being changed concurrently; try again")
+    return error(409, f"app {name} is being changed concurrently; try again")
 
 
-def _release_spec(spec: AppSpec, build: dict[str, Any] | None) -> dict[str, Any]:
-    """The spec a release runs: processes without a command take theirs from the Procfile."""
-    value = spec.to_dict()
-    for name, process in value["processes"].items():
-        if process["command"] is None and build and name in build.get("procfile", {}):
-            process["command"] = ["sh", "-c", build["procfile"][name]]
-    return value
+async def _current(store: Store, name: str) -> tuple[Any, dict[str, Any]] | web.Response:
+    app = await store.get(keys.app_key(name))
+    if app is None:
+        return error(404, f"no app named {name}")
+    release = await store.get(keys.release_key(name, app.value.get("queued") or app.value["release"]))
+    if release is None:
+        return error(409, f"app {name} has no release yet")
+    return app, release.value
 
 
-async def _create_release(store: Store, spec: AppSpec, build: dict[str, Any] | None) -> dict[str, Any] | None:
-    current = await store.get(keys.app_key(spec.name))
-    image, env = (build["image"] if build else spec.image), dict(spec.env)
-    release_spec = _release_spec(spec, build)
-    if current is not None:
-        number = current.value["release"]
-        release = await store.get(keys.release_key(spec.name, number))
-        if release is not None and release.value["spec"] == release_spec and release.value["image"] == image:
-            return {"app": spec.name, "release": number, "changed": False, "image": image}
-        number += 1
-    else:
-        number = 1
-    now = time.time()
-    release_value = {"app": spec.name, "number": number, "image": image, "env": env, "spec": release_spec, "created": now,
-                     "source": build["source"] if build else None}
-    app_value = {"spec": spec.to_dict(), "release": number,
-                 "created": current.value["created"] if current else now, "updated": now}
-    ok = await store.commit(
-        [Put(keys.release_key(spec.name, number), release_value), Put(keys.app_key(spec.name), app_value)],
-        expect={keys.app_key(spec.name): current.mod_revision if current else 0})
-    return {"app": spec.name, "release": number, "changed": True, "image": image} if ok else None
+async def rollback(request: web.Request) -> web.Response:
+    """A new release equal to vN (default: the newest one before the current)."""
+    store, name = request.app[STORE], request.match_info["name"]
+    found = await _current(store, name)
+    if isinstance(found, web.Response):
+        return found
+    app, _ = found
+    body = await request.json() if request.can_read_body else {}
+    to = body.get("to")
+    current = app.value["release"]
+    if to is None:
+        older = [r["number"] for r in await store.values(keys.prefix("releases", name)) if r["number"] < current]
+        if not older:
+            return error(409, f"{name} has no release before v{current} to roll back to")
+        to = max(older)
+    target = await store.get(keys.release_key(name, int(to))) if isinstance(to, int) else None
+    if target is None:
+        return error(404, f"{name} has no release v{to}")
+    content = {k: target.value[k] for k in ("image", "env", "spec", "source")}
+    return await _record(store, name, content, note=f"rollback to v{to}")
+
+
+async def scale(request: web.Request) -> web.Response:
+    """Desired replica counts per process, stored as they are (not deltas); no restart."""
+    store, name = request.app[STORE], request.match_info["name"]
+    found = await _current(store, name)
+    if isinstance(found, web.Response):
+        return found
+    app, release = found
+    counts = await request.json()
+    processes = release["spec"]["processes"]
+    problems = [f"{p}: no such process (processes: {', '.join(sorted(processes))})"
+                for p in counts if p not in processes]
+    problems += [f"{p}: replicas must be an integer between 0 and 100, got {n!r}" for p, n in counts.items()
+                 if p in processes and (not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 100)]
+    if problems:
+        return error(422, "invalid scale", problems=problems)
+    new_scale = {**app.value.get("scale", {}), **counts}
+    if not await store.commit([Put(keys.app_key(name), {**app.value, "scale": new_scale, "updated": time.time()})],
+                              expect={keys.app_key(name): app.mod_revision}):
+        return error(409, f"app {name} is being changed concurrently; try again")
+    return web.json_response({"app": name, "scale": new_scale})
+
+
+async def get_config(request: web.Request) -> web.Response:
+    store, name = request.app[STORE], request.match_info["name"]
+    found = await _current(store, name)
+    if isinstance(found, web.Response):
+        return found
+    app, release = found
+    return web.json_response({"app": name, "config": app.value.get("config", {}), "env": release["env"],
+                              "release": release["number"]})
+
+
+async def set_config(request: web.Request) -> web.Response:
+    """Set and unset config vars: a new release with the new env, rolled out."""
+    store, name = request.app[STORE], request.match_info["name"]
+    found = await _current(store, name)
+    if isinstance(found, web.Response):
+        return found
+    app, release = found
+    body = await request.json()
+    changes, unset = body.get("set", {}), body.get("unset", [])
+    problems = [p for k in [*changes, *unset] if (p := env_key_problem(k))]
+    problems += [f"{k}: value must be a string without NUL, at most 32 KiB" for k, v in changes.items()
+                 if not isinstance(v, str) or "\x00" in v or len(v) > 32 * 1024]
+    if problems:
+        return error(422, "invalid config", problems=problems)
+    config = {k: v for k, v in {**app.value.get("config", {}), **changes}.items() if k not in unset}
+    spec = AppSpec.from_dict(app.value["spec"])
+    content = {k: release[k] for k in ("image", "spec", "source")}
+    content["env"] = {**spec.env, **config}
+    if not await store.commit([Put(keys.app_key(name), {**app.value, "config": config})],
+                              expect={keys.app_key(name): app.mod_revision}):
+        return error(409, f"app {name} is being changed concurrently; try again")
+    return await _record(store, name, content, note="config " + " ".join(
+        [f"set {k}" for k in changes] + [f"unset {k}" for k in unset]))
+
+
+async def list_releases(request: web.Request) -> web.Response:
+    store, name = request.app[STORE], request.match_info["name"]
+    app = await store.get(keys.app_key(name))
+    if app is None:
+        return error(404, f"no app named {name}")
+    rows = []
+    for r in sorted(await store.values(keys.prefix("releases", name)), key=lambda r: r["number"], reverse=True):
+        rows.append({"release": r["number"], "image": r["image"], "created": r["created"],
+                     "note": r.get("note"), "outcome": r.get("outcome"), "source": r.get("source"),
+                     "env_keys": sorted(r.get("env", {})), "current": r["number"] == app.value["release"],
+                     "queued": r["number"] == app.value.get("queued")})
+    return web.json_response(rows)
 
 
 async def list_apps(request: web.Request) -> web.Response:
@@ -121,7 +216,7 @@ async def list_apps(request: web.Request) -> web.Response:
     snapshot = await _snapshot(store)
     result = []
     for app in sorted(apps, key=lambda a: a["spec"]["name"]):
-        result.append(_app_summary(request, app, snapshot))
+        result.append(await _app_summary(request, app, snapshot))
     return web.json_response(result)
 
 
@@ -131,7 +226,7 @@ async def get_app(request: web.Request) -> web.Response:
     app = await store.get(keys.app_key(name))
     if app is None:
         return error(404, f"no app named {name}")
-    summary = _app_summary(request, app.value, await _snapshot(store))
+    summary = await _app_summary(request, app.value, await _snapshot(store))
     return web.json_response(summary)
 
 
@@ -223,7 +318,7 @@ async def cluster_status(request: web.Request) -> web.Response:
     store = request.app[STORE]
     revision = await store.ping()
     snapshot = await _snapshot(store)
-    apps = [_app_summary(request, a, snapshot) for a in await store.values(keys.prefix("apps"))]
+    apps = [await _app_summary(request, a, snapshot) for a in await store.values(keys.prefix("apps"))]
     leader = await store.get(f"{keys.PREFIX}/leader")
     return web.json_response({
         "etcd": {"endpoints": store.describe(), "revision": revision},
@@ -242,21 +337,28 @@ async def _snapshot(store: Store) -> dict[str, Any]:
         "assignments": await store.values(keys.prefix("assignments")),
         "statuses": statuses,
         "routers": await store.values(keys.prefix("routers")),
+        "rollouts": {e.key.rsplit("/", 1)[1]: e.value
+                     for e in (await store.list(keys.prefix("rollouts")))[0].values()},
         "scheduling": {e.key.rsplit("/", 1)[1]: e.value
                        for e in (await store.list(keys.prefix("scheduling")))[0].values()},
     }
 
 
-def _app_summary(request: web.Request, app: dict[str, Any], snapshot: dict[str, Any]) -> dict[str, Any]:
+async def _app_summary(request: web.Request, app: dict[str, Any], snapshot: dict[str, Any]) -> dict[str, Any]:
     spec = AppSpec.from_dict(app["spec"])
     live = {n["name"] for n in snapshot["nodes"]}
     rows = replica_rows([a for a in snapshot["assignments"] if a["app"] == spec.name],
                         snapshot["statuses"], snapshot["routers"], live)
     pending = snapshot["scheduling"].get(spec.name, {}).get("pending", {})
     hosts = [f"{spec.name}.{request.app[DOMAIN]}", *spec.domains]
-    return {"app": spec.name, "release": app["release"], "image": spec.image, "hosts": hosts,
+    release = await request.app[STORE].get(keys.release_key(spec.name, app["release"]))
+    release_spec = AppSpec.from_dict(release.value["spec"]) if release else spec
+    return {"app": spec.name, "release": app["release"], "queued": app.get("queued"),
+            "image": release.value["image"] if release else spec.image, "hosts": hosts,
             "created": app.get("created"), "updated": app.get("updated"), "spec": app["spec"],
-            "replicas": rows, "rollout": rollout_state(spec, app["release"], rows, pending)}
+            "scale": app.get("scale", {}), "replicas": rows,
+            "rollout": rollout_state(release_spec, app.get("scale", {}), app["release"], rows, pending),
+            "deploy": snapshot["rollouts"].get(spec.name)}
 
 
 def _node_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
@@ -286,6 +388,11 @@ def make_app(store: Store, token: str, builder: Builder, cluster_domain: str = "
         web.get("/api/v1/apps/{name}/builds/{source}", get_build),
         web.post("/api/v1/apps/{name}/builds", post_build),
         web.get("/api/v1/apps/{name}/images", list_images),
+        web.post("/api/v1/apps/{name}/rollback", rollback),
+        web.post("/api/v1/apps/{name}/scale", scale),
+        web.get("/api/v1/apps/{name}/config", get_config),
+        web.post("/api/v1/apps/{name}/config", set_config),
+        web.get("/api/v1/apps/{name}/releases", list_releases),
         web.get("/api/v1/nodes", list_nodes),
         web.get("/api/v1/status", cluster_status),
     ])

@@ -1,8 +1,10 @@
-"""The controller's reconcile loop: snapshot etcd, run the pure planner, commit.
+"""The controller's reconcile loop: snapshot etcd, run the pure planner and the
+rollout step, commit.
 
-Level-triggered: a watch event on apps, nodes or status only wakes the loop;
-each pass reads the whole desired and actual state again, and a timer resyncs
-even when no event arrives. Commits are fenced by the leader key.
+Level-triggered: a watch event on apps, nodes, status, routers or assignments
+only wakes the loop; each pass reads the whole desired and actual state again,
+and a timer resyncs even when no event arrives. Commits are fenced by the
+leader key, and app changes by the app's mod revision.
 """
 from __future__ import annotations
 
@@ -10,19 +12,23 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
 
+from controller import rollout as ro
 from controller.leader import Leadership
-from controller.reconcile import Plan, Release, plan_assignments
+from controller.reconcile import Observed, Plan, Release, plan_assignments
 from paas import store as keys
 from paas.model import AppSpec, Assignment, Node
-from paas.store import Delete, Put, Store, StoreUnavailable
+from paas.store import Delete, Entry, Put, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 RESYNC_SECONDS = 2.0
 
 
 class ReleaseCache:
-    """Releases never change once written, so each is read from etcd once."""
+    """A release's image, env and spec never change once written: read each once."""
 
     def __init__(self, store: Store):
         self.store = store
@@ -43,6 +49,31 @@ def release_from_value(app: str, value: dict) -> Release:
                    spec=AppSpec.from_dict(value["spec"]), env=value.get("env", {}))
 
 
+@dataclass
+class Snapshot:
+    apps: dict[str, Entry]
+    releases: dict[str, Release]
+    nodes: dict[str, Node]
+    assignments: list[Assignment]
+    statuses: dict[str, dict[str, Any]]
+    observed: Observed
+    rollouts: dict[str, Entry]
+
+
+def observe(assignments: list[Assignment], statuses: dict[str, dict], routers: list[dict]) -> Observed:
+    """Available: healthy, and for a routed process, served by every live router."""
+    routed_by_all, routed_by_any = set(), set()
+    for a in assignments:
+        seen = [a.id in r.get("routes", {}).get(a.app, []) for r in routers]
+        if seen and all(seen):
+            routed_by_all.add(a.id)
+        if any(seen):
+            routed_by_any.add(a.id)
+    available = {a.id for a in assignments if statuses.get(a.id, {}).get("healthy")
+                 and (a.port is None or a.id in routed_by_all)}
+    return Observed(available=frozenset(available), routed=frozenset(routed_by_any))
+
+
 class Reconciler:
     def __init__(self, store: Store, leadership: Leadership):
         self.store, self.leadership = store, leadership
@@ -52,7 +83,7 @@ class Reconciler:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            for kind in ("apps", "nodes", "status", "assignments"):
+            for kind in ("apps", "nodes", "status", "assignments", "routers"):
                 tg.create_task(self._watch(keys.prefix(kind)))
             tg.create_task(self._forever())
 
@@ -74,40 +105,116 @@ class Reconciler:
                     await self.wakeup.wait()
             self.wakeup.clear()
 
-    async def snapshot(self) -> tuple[dict[str, Release], dict[str, Node], list[Assignment], set[str]]:
-        apps = await self.store.values(keys.prefix("apps"))
+    async def snapshot(self) -> Snapshot:
+        apps = {e.value["spec"]["name"]: e for e in (await self.store.list(keys.prefix("apps")))[0].values()}
         releases = {}
-        for app in apps:
-            name = app["spec"]["name"]
-            release = await self.releases.get(name, app["release"])
+        for name, entry in apps.items():
+            release = await self.releases.get(name, entry.value["release"])
             if release is not None:
                 releases[name] = release
         nodes = {n.name: n for n in map(Node.from_dict, await self.store.values(keys.prefix("nodes")))
                  if "worker" in n.roles}
         assignments = [Assignment.from_dict(v) for v in await self.store.values(keys.prefix("assignments"))]
-        healthy = {s["id"] for s in await self.store.values(keys.prefix("status")) if s.get("healthy")}
-        return releases, nodes, assignments, healthy
+        statuses = {s["id"]: s for s in await self.store.values(keys.prefix("status"))}
+        routers = await self.store.values(keys.prefix("routers"))
+        rollouts = {e.key.rsplit("/", 1)[1]: e for e in (await self.store.list(keys.prefix("rollouts")))[0].values()}
+        return Snapshot(apps, releases, nodes, assignments, statuses, observe(assignments, statuses, routers),
+                        rollouts)
 
     async def reconcile_once(self) -> Plan | None:
-        releases, nodes, assignments, healthy = await self.snapshot()
-        missing = {a.node for a in assignments} - set(nodes)
+        snap = await self.snapshot()
+        missing = {a.node for a in snap.assignments} - set(snap.nodes)
         if missing and self.leadership.leader_for() < self.leadership.ttl + 1:
             # a new leader gives agents one lease TTL to show up before it calls their nodes lost
             log.info("waiting for nodes %s to register before rescheduling", ", ".join(sorted(missing)))
             return None
-        plan = plan_assignments(releases, nodes, assignments, healthy, suffix=lambda: secrets.token_hex(2))
+        if await self._advance_rollouts(snap):
+            return None   # an app changed release: plan from a fresh snapshot next pass
+        scale = {name: e.value.get("scale", {}) for name, e in snap.apps.items()}
+        plan = plan_assignments(snap.releases, snap.nodes, snap.assignments, snap.observed, time.time(),
+                                suffix=lambda: secrets.token_hex(2), scale=scale)
         if not plan.empty:
-            ops = [Put(keys.assignment_key(a.node, a.id), a.to_dict()) for a in plan.create]
+            ops = [Put(keys.assignment_key(a.node, a.id), a.to_dict()) for a in plan.create + plan.drain]
             ops += [Delete(keys.assignment_key(a.node, a.id)) for a in plan.delete]
             if await self.store.commit(ops, expect=self.leadership.fence()):
-                for a in plan.create:
-                    log.info("assigned %s to %s", a.id, a.node)
-                for a in plan.delete:
-                    log.info("unassigned %s from %s", a.id, a.node)
+                for verb, items in (("assigned", plan.create), ("draining", plan.drain),
+                                    ("unassigned", plan.delete)):
+                    for a in items:
+                        log.info("%s %s on %s", verb, a.id, a.node)
             else:
                 log.warning("lost leadership while committing; plan dropped")
-        await self._write_pending(plan, releases)
+        await self._write_pending(plan, snap.releases)
         return plan
+
+    async def _advance_rollouts(self, snap: Snapshot) -> bool:
+        """Step every rolling rollout; revert failed ones and start queued releases.
+        True when an app's release pointer moved."""
+        moved = False
+        now = time.time()
+        for name, app_entry in snap.apps.items():
+            entry = snap.rollouts.get(name)
+            app = app_entry.value
+            if entry is not None and ro.is_rolling(entry.value):
+                step = ro.rollout_step(entry.value, self._observe_release(snap, name, app), now)
+                if step != entry.value:
+                    moved |= await self._commit_rollout(name, app_entry, entry, step)
+            elif app.get("queued") and (entry is None or not ro.is_rolling(entry.value)):
+                moved |= await self._start_queued(name, app_entry, entry, now)
+        return moved
+
+    def _observe_release(self, snap: Snapshot, name: str, app: dict) -> ro.ReleaseObservation:
+        release = snap.releases.get(name)
+        number = app["release"]
+        mine = [a for a in snap.assignments if a.app == name]
+        new = [a for a in mine if a.release == number and a.draining_since is None]
+        desired = 0
+        if release is not None:
+            desired = sum(app.get("scale", {}).get(p, proc.replicas) for p, proc in release.spec.processes.items())
+        failing = [snap.statuses.get(a.id, {"id": a.id, "node": a.node, "state": "pending"})
+                   for a in new if a.id not in snap.observed.available]
+        return ro.ReleaseObservation(desired=desired, available=sum(a.id in snap.observed.available for a in new),
+                                     old_left=len(mine) - len(new), failing=failing)
+
+    async def _commit_rollout(self, name: str, app_entry: Entry, entry: Entry, step: dict) -> bool:
+        ops: list[Put | Delete] = [Put(keys.rollout_key(name), step)]
+        expect = {**self.leadership.fence(), keys.app_key(name): app_entry.mod_revision,
+                  keys.rollout_key(name): entry.mod_revision}
+        reverted = step["phase"] == ro.ROLLED_BACK
+        if reverted:
+            ops.append(Put(keys.app_key(name), {**app_entry.value, "release": step["previous"],
+                                                "updated": time.time()}))
+        if step["phase"] != ro.ROLLING:
+            ops += await self._outcome_ops(name, step)
+        if await self.store.commit(ops, expect=expect):
+            log.info("rollout of %s v%s: %s%s", name, step["release"], step["phase"],
+                     f" ({step['reason']})" if step.get("reason") else "")
+            return reverted
+        return False
+
+    async def _outcome_ops(self, name: str, step: dict) -> list[Put]:
+        entry = await self.store.get(keys.release_key(name, step["release"]))
+        if entry is None:
+            return []
+        outcome = {ro.DONE: "deployed", ro.ROLLED_BACK: f"failed, rolled back to v{step['previous']}",
+                   ro.FAILED: "failed"}[step["phase"]]
+        if step.get("reason"):
+            outcome += f": {step['reason']}"
+        return [Put(entry.key, {**entry.value, "outcome": outcome})]
+
+    async def _start_queued(self, name: str, app_entry: Entry, entry: Entry | None, now: float) -> bool:
+        app = app_entry.value
+        release = await self.releases.get(name, app["queued"])
+        if release is None:
+            return False
+        rollout = ro.start_rollout(app["queued"], app["release"], release.spec.rollout.progress_deadline, now)
+        ops = [Put(keys.app_key(name), {**app, "release": app["queued"], "queued": None, "updated": now}),
+               Put(keys.rollout_key(name), rollout)]
+        expect = {**self.leadership.fence(), keys.app_key(name): app_entry.mod_revision,
+                  keys.rollout_key(name): entry.mod_revision if entry else 0}
+        if await self.store.commit(ops, expect=expect):
+            log.info("rollout of %s v%s started (was queued)", name, app["queued"])
+            return True
+        return False
 
     async def _write_pending(self, plan: Plan, releases: dict[str, Release]) -> None:
         """Why replicas wait for a node, for `paas ps` and `paas status`."""

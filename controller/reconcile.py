@@ -1,18 +1,23 @@
-"""Pure: from desired state (apps and their current releases) and actual state
-(live nodes, assignments, healthy replicas) to a Plan of assignments to create
-and delete. No I/O; `suffix` is a parameter so a run can be replayed.
+"""Pure: from desired state (apps, their current releases and scale) and actual
+state (live nodes, assignments, available and routed replicas) to a Plan of
+assignments to create, drain and delete. No I/O; `now` and `suffix` are
+parameters so a run can be replayed.
 
-Rules, per app and process, with N the desired replica count:
-- slots 0..N-1 of the current release each get one assignment, placed by `place`;
-- assignments on nodes that are gone, of apps or processes that are gone, or
-  beyond N, are deleted;
-- assignments of older releases stay until enough current ones are healthy,
-  so a new release never lowers the number of healthy replicas.
+Per app and process, with N the desired count, a rolling update in the manner
+of a Kubernetes Deployment:
+- the current release gets slots 0..N-1, but never more than N + max_surge
+  replicas run at once (old ones included) while old ones remain;
+- an old or surplus replica is drained only while N - max_unavailable others
+  stay available (healthy, and routed where the process takes traffic);
+- draining takes a routed replica out of the router first; it is deleted (its
+  agent sends SIGTERM) once no router sends to it and its drain grace is over;
+- assignments on nodes that are gone, or of apps and processes that are gone,
+  are deleted at once.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controller.placement import Demand, NodeState, place
 from paas.model import AppSpec, Assignment, Health, Node
@@ -30,12 +35,20 @@ class Release:
 @dataclass(frozen=True)
 class Plan:
     create: tuple[Assignment, ...] = ()
+    drain: tuple[Assignment, ...] = ()     # to update with draining_since = now
     delete: tuple[Assignment, ...] = ()
     pending: Mapping[str, Mapping[str, str]] = field(default_factory=dict)   # app -> slot -> reason
 
     @property
     def empty(self) -> bool:
-        return not self.create and not self.delete
+        return not self.create and not self.drain and not self.delete
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What agents and routers report, as sets of replica ids."""
+    available: frozenset[str] = frozenset()   # healthy, and routed when the process has a port
+    routed: frozenset[str] = frozenset()      # some router still sends traffic to it
 
 
 def replica_slot(app: str, process: str, index: int) -> str:
@@ -43,11 +56,11 @@ def replica_slot(app: str, process: str, index: int) -> str:
 
 
 def plan_assignments(releases: Mapping[str, Release], nodes: Mapping[str, Node],
-                     assignments: Iterable[Assignment], healthy: set[str],
-                     suffix: Callable[[], str]) -> Plan:
-    """`releases`: the current release of every app (the app is gone when absent)."""
+                     assignments: Iterable[Assignment], observed: Observed, now: float,
+                     suffix: Callable[[], str], scale: Mapping[str, Mapping[str, int]] | None = None) -> Plan:
+    """`releases`: the current release of every app (the app is gone when absent);
+    `scale`: app -> process -> count, overriding the release spec's replicas."""
     delete: list[Assignment] = []
-    keep: list[Assignment] = []
     by_process: dict[tuple[str, str], list[Assignment]] = {}
     for a in assignments:
         release = releases.get(a.app)
@@ -56,40 +69,78 @@ def plan_assignments(releases: Mapping[str, Release], nodes: Mapping[str, Node],
         else:
             by_process.setdefault((a.app, a.process), []).append(a)
 
+    keep: list[Assignment] = []
+    drain: list[Assignment] = []
     wanted: list[tuple[Release, str, int]] = []
     for app, release in sorted(releases.items()):
-        for process_name, process in sorted(release.spec.processes.items()):
-            kept, dropped, missing = _diff_process(release, process_name, process.replicas,
-                                                   by_process.get((app, process_name), []), healthy)
-            keep += kept
-            delete += dropped
-            wanted += [(release, process_name, i) for i in missing]
+        for name, process in sorted(release.spec.processes.items()):
+            count = (scale or {}).get(app, {}).get(name, process.replicas)
+            step = _roll_process(release, name, count, by_process.get((app, name), []), observed, now)
+            keep += step.keep
+            drain += step.drain
+            delete += step.delete
+            wanted += [(release, name, i) for i in step.missing]
 
-    created, pending = _place_missing(wanted, nodes, keep, suffix)
-    return Plan(create=tuple(created), delete=tuple(delete), pending=pending)
+    created, pending = _place_missing(wanted, nodes, keep + drain, suffix)
+    return Plan(create=tuple(created), drain=tuple(drain), delete=tuple(delete), pending=pending)
 
 
-def _diff_process(release: Release, process: str, count: int, existing: list[Assignment],
-                  healthy: set[str]) -> tuple[list[Assignment], list[Assignment], list[int]]:
-    current = sorted((a for a in existing if a.release == release.number), key=lambda a: (a.index, a.id))
-    old = sorted((a for a in existing if a.release != release.number), key=lambda a: (a.release, a.index, a.id))
-    kept, dropped, taken = [], [], set()
-    for a in current:
-        if a.index < count and a.index not in taken:
-            kept.append(a)
+@dataclass
+class _Step:
+    keep: list[Assignment] = field(default_factory=list)
+    drain: list[Assignment] = field(default_factory=list)
+    delete: list[Assignment] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+
+
+def _roll_process(release: Release, process: str, count: int, existing: list[Assignment],
+                  observed: Observed, now: float) -> _Step:
+    rollout = release.spec.rollout
+    step = _Step()
+    current, surplus, taken = [], [], set()
+    for a in sorted(existing, key=lambda a: (a.release != release.number, a.index, a.id)):
+        if a.release == release.number and a.index < count and a.index not in taken \
+                and a.draining_since is None:
+            current.append(a)
             taken.add(a.index)
         else:
-            dropped.append(a)
+            surplus.append(a)   # old releases, scaled-down slots, duplicates, draining ones
+
+    draining = [a for a in surplus if a.draining_since is not None]
+    active = [a for a in surplus if a.draining_since is None]
+    for a in draining:
+        gone_from_routers = a.id not in observed.routed
+        if gone_from_routers and now - a.draining_since >= a.drain:
+            step.delete.append(a)
+        else:
+            step.keep.append(a)
+    step.keep += current
+
     missing = [i for i in range(count) if i not in taken]
-    # Old replicas cover for current ones that are not healthy yet; the oldest go first.
-    healthy_current = sum(1 for a in kept if a.id in healthy)
-    old_needed = max(0, count - healthy_current)
-    healthy_old = [a for a in old if a.id in healthy]
-    unhealthy_old = [a for a in old if a.id not in healthy]
-    survivors = healthy_old[-old_needed:] if old_needed else []
-    dropped += [a for a in healthy_old if a not in survivors] + unhealthy_old
-    kept += survivors
-    return kept, dropped, missing
+    room = count + rollout.max_surge - len(current) - len(active) if active else len(missing)
+    step.missing = missing[:max(0, room)]
+
+    # Surplus that serves nothing goes first and freely; available surplus only
+    # while enough others stay available.
+    available = sum(1 for a in current + active if a.id in observed.available)
+    may_drain = max(0, available - (count - rollout.max_unavailable))
+    for a in sorted(active, key=lambda a: (a.id in observed.available, a.release, a.index)):
+        if a.id not in observed.available:
+            _retire(a, now, step, observed)
+        elif may_drain > 0:
+            may_drain -= 1
+            _retire(a, now, step, observed)
+        else:
+            step.keep.append(a)
+    return step
+
+
+def _retire(a: Assignment, now: float, step: _Step, observed: Observed) -> None:
+    """A replica some router sends to leaves the router first; others stop at once."""
+    if a.port is not None and a.id in observed.routed:
+        step.drain.append(replace(a, draining_since=now))
+    else:
+        step.delete.append(a)
 
 
 def _place_missing(wanted: list[tuple[Release, str, int]], nodes: Mapping[str, Node],
@@ -121,5 +172,6 @@ def _place_missing(wanted: list[tuple[Release, str, int]], nodes: Mapping[str, N
             id=f"{release.app}.{process_name}.{release.number}.{index}-{suffix()}",
             app=release.app, process=process_name, release=release.number, index=index, node=node,
             image=release.image, command=process.command, env=dict(release.env), port=process.port,
-            health=(process.health or Health()) if process.port else None, resources=process.resources))
+            health=(process.health or Health()) if process.port else None, resources=process.resources,
+            drain=process.drain, stop_timeout=process.stop_timeout))
     return created, pending

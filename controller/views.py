@@ -33,16 +33,16 @@ def replica_rows(assignments: Iterable[Mapping[str, Any]], statuses: Mapping[str
     return rows
 
 
-def rollout_state(spec: AppSpec, release: int, rows: list[dict[str, Any]],
+def rollout_state(spec: AppSpec, scale: Mapping[str, int], release: int, rows: list[dict[str, Any]],
                   pending: Mapping[str, str]) -> dict[str, Any]:
     """Counts of the current release, and `ready`: every replica of it healthy and,
-    for routed processes, served by every router, with no older replica left."""
-    desired = sum(p.replicas for p in spec.processes.values())
-    current = [r for r in rows if r["release"] == release]
+    for routed processes, served by every router, with no other replica left."""
+    desired = sum(scale.get(name, p.replicas) for name, p in spec.processes.items())
+    current = [r for r in rows if r["release"] == release and r["state"] != "draining"]
     healthy = [r for r in current if r["healthy"]]
     routed_needed = [r for r in current if spec.processes[r["process"]].port is not None]
     routed = [r for r in routed_needed if r["routed"]]
-    old = [r for r in rows if r["release"] != release]
+    old = [r for r in rows if r not in current]
     ready = (len(current) == desired and len(healthy) == desired and len(routed) == len(routed_needed)
              and not old and not pending)
     return {"desired": desired, "current": len(current), "healthy": len(healthy), "routed": len(routed),

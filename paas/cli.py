@@ -87,15 +87,26 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         source = _build(client, spec, Path(args.spec).resolve().parent)
         if source is None:
             return 1
-    result = client.deploy(text, args.spec, build=source)
-    verb = f"release v{result['release']}" if result["changed"] else f"unchanged, still v{result['release']}"
-    err.print(f"{spec.name}: {verb}")
+    result = client.deploy(text, args.spec, build=source, allow_downtime=args.allow_downtime)
+    return _follow(client, result, args)
+
+
+def _follow(client: Client, result: dict[str, Any], args: argparse.Namespace) -> int:
+    """Say what a deploy-like call recorded, then wait for its rollout (unless --no-wait)."""
+    name, number = result["app"], result["release"]
+    if result["changed"]:
+        verb = f"release v{number}" + (" queued behind the rollout under way" if result.get("queued") else "")
+        if result.get("superseded"):
+            verb += f" (supersedes queued v{result['superseded']})"
+    else:
+        verb = f"unchanged, still v{number}" + (" (scale updated)" if result.get("scaled") else "")
+    err.print(f"{name}: {verb}")
     if args.no_wait:
         return 0
-    app = _wait_ready(client, spec.name, args.timeout)
+    app = _wait_rollout(client, name, number, args.timeout)
     if app is None:
         return 1
-    out.print(f"[green]{spec.name} v{app['release']} is up[/]: "
+    out.print(f"[green]{name} v{number} is up[/]: "
               + ", ".join(f"http://{h}" for h in app["hosts"][:1]) + _router_hint())
     return 0
 
@@ -140,30 +151,66 @@ def _router_hint() -> str:
     return f" (through the router: curl -H 'Host: <host>' http://{config.router_listen}/)"
 
 
-def _wait_ready(client: Client, name: str, timeout: float) -> dict[str, Any] | None:
+def _wait_rollout(client: Client, name: str, number: int, timeout: float) -> dict[str, Any] | None:
+    """Wait until release `number` of the app is rolled out; None (after saying why) when
+    it failed and was rolled back, was superseded, or the timeout ran out."""
     deadline = time.monotonic() + timeout
-    with err.status(f"rolling out {name}") as status:
+    with err.status(f"rolling out {name} v{number}") as status:
         while True:
             app = client.app(name)
-            r = app["rollout"]
-            status.update(f"rolling out {name} v{app['release']}: {r['healthy']}/{r['desired']} healthy, "
-                          f"{r['routed']} routed, {r['old']} old left")
-            if r["ready"]:
+            deploy, r = app.get("deploy") or {}, app["rollout"]
+            mine = deploy.get("release") == number
+            if mine and deploy.get("phase") in ("rolled-back", "failed"):
+                status.stop()
+                _print_failure(name, number, deploy)
+                return None
+            if app.get("queued") and app["queued"] > number or deploy.get("release", 0) > number:
+                status.stop()
+                err.print(f"[red]{name} v{number} was superseded by a newer release[/]")
+                return None
+            if app.get("queued") == number:
+                status.update(f"{name} v{number} is queued behind the rollout of v{app['release']}")
+            elif app["release"] == number and r["ready"] and (not mine or deploy.get("phase") == "done"):
                 return app
+            else:
+                status.update(f"rolling out {name} v{number}: {r['healthy']}/{r['desired']} healthy, "
+                              f"{r['routed']} routed, {r['old']} old left")
             if time.monotonic() > deadline:
                 break
             time.sleep(0.3)
-    err.print(f"[red]{name} v{app['release']} is not ready after {timeout:g}s[/]")
+    err.print(f"[red]{name} v{number} is not ready after {timeout:g}s[/]")
     for slot, reason in r["pending"].items():
         err.print(f"  {slot}: pending: {reason}", markup=False)
     for rep in app["replicas"]:
         if not (rep["healthy"] and rep["routed"]):
-            probe = rep.get("probe") or {}
-            err.print(f"  {rep['id']} on {rep['node']}: {rep['state']}"
-                      + (f", error: {rep['error']}" if rep.get("error") else "")
-                      + (f", last probe: {probe.get('status')} {probe.get('detail')}" if probe else ""),
-                      markup=False)
+            _print_replica(rep)
     return None
+
+
+def _print_failure(name: str, number: int, deploy: dict[str, Any]) -> None:
+    where = f", rolled back to v{deploy['previous']}" if deploy["phase"] == "rolled-back" else ""
+    err.print(f"[red]{name} v{number} failed{where}: {deploy.get('reason')}[/]", highlight=False)
+    for rep in deploy.get("failing") or []:
+        _print_replica(rep)
+
+
+def _print_replica(rep: dict[str, Any]) -> None:
+    """What a replica that is not serving showed: state, probe, error, last log lines."""
+    line = f"  {rep['id']} on {rep.get('node')}: {rep.get('state')}"
+    if rep.get("restarts"):
+        line += f", {rep['restarts']} restart(s), last exit code {rep.get('exit_code')}"
+    if rep.get("oom_killed"):
+        line += ", killed for memory (OOM)"
+    if rep.get("error"):
+        line += f", error: {rep['error']}"
+    print(line, file=sys.stderr)
+    probe = rep.get("probe")
+    if probe:
+        seen = f"HTTP {probe['status']}" if probe.get("status") else "no answer"
+        print(f"    last probe: {seen} after {probe.get('seconds', 0):.3f}s: {probe.get('detail', '')[:200]}",
+              file=sys.stderr)
+    for log_line in rep.get("logs") or []:
+        print(f"    | {log_line}", file=sys.stderr)
 
 
 def cmd_apps(args: argparse.Namespace) -> int:
@@ -206,6 +253,78 @@ def cmd_images(args: argparse.Namespace) -> int:
         table.add_row(i["image"], i["tag"].rsplit(":", 1)[1], _mib(i["size"]),
                       ", ".join(f"v{n}" for n in i["releases"]) or "-",
                       time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i["created"])))
+    out.print(table)
+    return 0
+
+
+def cmd_releases(args: argparse.Namespace) -> int:
+    releases = _client().releases(args.app)
+    if args.json:
+        _print_json(releases)
+        return 0
+    table = Table("RELEASE", "IMAGE", "CONFIG", "WHEN", "WHAT", "OUTCOME")
+    for r in releases:
+        mark = " (current)" if r["current"] else " (queued)" if r["queued"] else ""
+        table.add_row(f"v{r['release']}{mark}", r["image"], ",".join(r["env_keys"]) or "-",
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"])), r["note"] or "",
+                      r["outcome"] or ("rolling out" if r["current"] else "-"))
+    out.print(table)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    to = None
+    if args.release:
+        if not args.release.lstrip("v").isdigit():
+            err.print(f"[red]error:[/] release must look like v3 or 3, got {args.release!r}")
+            return 1
+        to = int(args.release.lstrip("v"))
+    client = _client()
+    return _follow(client, client.rollback(args.app, to), args)
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    counts = {}
+    for word in args.counts:
+        process, _, n = word.partition("=")
+        if not n.isdigit():
+            err.print(f"[red]error:[/] expected PROCESS=COUNT such as web=3, got {word!r}")
+            return 1
+        counts[process] = int(n)
+    client = _client()
+    result = client.scale(args.app, counts)
+    err.print(f"{args.app}: scale " + " ".join(f"{p}={n}" for p, n in sorted(result["scale"].items())))
+    if args.no_wait:
+        return 0
+    app = client.app(args.app)
+    return 0 if _wait_rollout(client, args.app, app["release"], args.timeout) else 1
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    words = args.words
+    client = _client()
+    if words[0] in ("set", "unset"):
+        if len(words) < 3:
+            err.print(f"[red]error:[/] usage: paas config {words[0]} APP " + ("KEY=VALUE ..." if words[0] == "set"
+                                                                            else "KEY ..."))
+            return 1
+        app, items = words[1], words[2:]
+        if words[0] == "set":
+            bad = [w for w in items if "=" not in w]
+            if bad:
+                err.print(f"[red]error:[/] expected KEY=VALUE, got {bad[0]!r}")
+                return 1
+            result = client.set_config(app, dict(w.split("=", 1) for w in items), [])
+        else:
+            result = client.set_config(app, {}, items)
+        return _follow(client, result, args)
+    config = client.config(words[0])
+    if args.json:
+        _print_json(config)
+        return 0
+    table = Table("KEY", "VALUE", "FROM")
+    for k, v in sorted(config["env"].items()):
+        table.add_row(k, v, "config" if k in config["config"] else "spec")
     out.print(table)
     return 0
 
@@ -262,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
         "across Docker hosts, routed by nginx. State: etcd. Cluster files: $PAAS_HOME (default ~/.paas).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def waiting(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--no-wait", action="store_true", help="return once the change is recorded")
+        sp.add_argument("--timeout", type=float, default=300, help="seconds to wait for the rollout")
+
     def add(name: str, fn, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.set_defaults(fn=fn)
@@ -279,14 +402,33 @@ def build_parser() -> argparse.ArgumentParser:
              "is healthy and routed; a spec with `build:` has its context built once and pushed to the "
              "cluster registry (the same source again builds nothing)")
     sp.add_argument("spec", help="path of the app spec (YAML)")
-    sp.add_argument("--no-wait", action="store_true", help="return once the release is recorded")
-    sp.add_argument("--timeout", type=float, default=300, help="seconds to wait for the rollout")
+    waiting(sp)
+    sp.add_argument("--allow-downtime", action="store_true",
+                    help="roll out even when the spec's rollout limits stop every replica at once")
     for name, fn, help_ in (("apps", cmd_apps, "list apps"), ("nodes", cmd_nodes, "list nodes"),
                             ("status", cmd_status, "cluster status: etcd, leader, nodes, routers, apps")):
         add(name, fn, help_).add_argument("--json", action="store_true", help="machine-readable output")
     sp = add("ps", cmd_ps, "list the replicas of an app")
     sp.add_argument("app")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = add("releases", cmd_releases, "the releases of an app: image, config keys, when, what made it, outcome")
+    sp.add_argument("app")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = add("rollback", cmd_rollback, "make a new release equal to an earlier one (default: the one before "
+             "the current) and roll it out")
+    sp.add_argument("app")
+    sp.add_argument("release", nargs="?", help="the release to go back to, e.g. v3")
+    waiting(sp)
+    sp = add("scale", cmd_scale, "set the desired replica counts (not deltas), e.g. paas scale hello web=5 "
+             "worker=2; no release, no restart")
+    sp.add_argument("app")
+    sp.add_argument("counts", nargs="+", metavar="PROCESS=COUNT")
+    waiting(sp)
+    sp = add("config", cmd_config, "show config (paas config APP), or change it: paas config set APP KEY=VALUE "
+             "..., paas config unset APP KEY ...; each change is a new release, rolled out")
+    sp.add_argument("words", nargs="+", metavar="[set|unset] APP [KEY=VALUE|KEY ...]")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    waiting(sp)
     sp = add("images", cmd_images, "the images built for an app, their sizes and the releases using them")
     sp.add_argument("app")
     sp.add_argument("--json", action="store_true", help="machine-readable output")

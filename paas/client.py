@@ -42,8 +42,25 @@ class Client:
         with self._open(method, path, data) as resp:
             return json.loads(resp.read() or b"null")
 
-    def deploy(self, spec_text: str, filename: str, build: str | None = None) -> dict[str, Any]:
-        return self._call("POST", "/apps", {"spec": spec_text, "filename": filename, "build": build})
+    def deploy(self, spec_text: str, filename: str, build: str | None = None,
+               allow_downtime: bool = False) -> dict[str, Any]:
+        return self._call("POST", "/apps", {"spec": spec_text, "filename": filename, "build": build,
+                                            "allow_downtime": allow_downtime})
+
+    def rollback(self, app: str, to: int | None) -> dict[str, Any]:
+        return self._call("POST", f"/apps/{app}/rollback", {"to": to})
+
+    def scale(self, app: str, counts: dict[str, int]) -> dict[str, Any]:
+        return self._call("POST", f"/apps/{app}/scale", counts)
+
+    def config(self, app: str) -> dict[str, Any]:
+        return self._call("GET", f"/apps/{app}/config")
+
+    def set_config(self, app: str, changes: dict[str, str], unset: list[str]) -> dict[str, Any]:
+        return self._call("POST", f"/apps/{app}/config", {"set": changes, "unset": unset})
+
+    def releases(self, app: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/apps/{app}/releases")
 
     def build_record(self, app: str, source_hash: str) -> dict[str, Any] | None:
         try:

@@ -36,6 +36,8 @@ class Process:
     port: int | None = None            # routed process when set
     health: Health | None = None       # defaults to Health() for routed processes
     resources: Resources = field(default_factory=Resources)
+    drain: float = 5.0                 # seconds between leaving the router and SIGTERM
+    stop_timeout: float = 10.0         # seconds between SIGTERM and SIGKILL
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Build:
 class Rollout:
     max_surge: int = 1
     max_unavailable: int = 0
+    progress_deadline: float = 60.0    # seconds without a new replica becoming available -> roll back
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class AppSpec:
                 port=p.get("port"),
                 health=Health(**p["health"]) if p.get("health") else None,
                 resources=Resources(**p.get("resources", {})),
+                drain=p.get("drain", 5.0),
+                stop_timeout=p.get("stop_timeout", 10.0),
             )
         return AppSpec(
             name=d["name"],
@@ -127,6 +132,9 @@ class Assignment:
     port: int | None
     health: Health | None
     resources: Resources
+    drain: float = 5.0
+    stop_timeout: float = 10.0
+    draining_since: float | None = None     # wall clock; set when it leaves the router before it stops
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -140,6 +148,8 @@ class Assignment:
             env=dict(d.get("env", {})), port=d.get("port"),
             health=Health(**d["health"]) if d.get("health") else None,
             resources=Resources(**d.get("resources", {})),
+            drain=d.get("drain", 5.0), stop_timeout=d.get("stop_timeout", 10.0),
+            draining_since=d.get("draining_since"),
         )
 
 

@@ -380,7 +380,7 @@ class _Reader:
         return out
 
     def process(self, name: str, node: Node, path: str) -> Process:
-        f = self.fields(node, path, ("command", "replicas", "port", "health", "resources"))
+        f = self.fields(node, path, ("command", "replicas", "port", "health", "resources", "drain", "stop_timeout"))
         port = self.get(f, "port", path, self.integer, 1, 65535)
         health = self.get(f, "health", path, self.health)
         if "health" in f and "port" not in f:
@@ -394,6 +394,10 @@ class _Reader:
             port=port,
             health=health,
             resources=self.get(f, "resources", path, self.resources, default=Resources()),
+            drain=self.get(f, "drain", path, self.convert, parse_duration, 0.0, 300.0, ("0s", "300s"),
+                           default=5.0),
+            stop_timeout=self.get(f, "stop_timeout", path, self.convert, parse_duration, 0.0, 300.0,
+                                  ("0s", "300s"), default=10.0),
         )
 
     def command(self, node: Node, path: str) -> tuple[str, ...] | None:
@@ -447,11 +451,9 @@ class _Reader:
         out = {}
         for key, knode, vnode in entries:
             sub = _join(path, key)
-            if not _ENV_KEY_RE.fullmatch(key):
-                self.add(knode, sub, f"invalid variable name {key!r}: use letters, digits and '_', "
-                                     "not starting with a digit")
-            elif key.upper().startswith("PAAS_"):
-                self.add(knode, sub, "names starting with PAAS_ are reserved for the platform")
+            problem = env_key_problem(key)
+            if problem is not None:
+                self.add(knode, sub, problem.split(": ", 1)[1])
             value = self.text(vnode, sub)
             if value is not None and len(value.encode("utf-8", "surrogatepass")) > 32 * 1024:
                 self.add(vnode, sub, "value is longer than 32 KiB")
@@ -490,13 +492,24 @@ class _Reader:
         return out
 
     def rollout(self, node: Node, path: str) -> Rollout | None:
-        f = self.fields(node, path, ("max_surge", "max_unavailable"))
+        f = self.fields(node, path, ("max_surge", "max_unavailable", "progress_deadline"))
         before = len(self.problems)
         surge = self.get(f, "max_surge", path, self.integer, 0, None, default=1)
         unavailable = self.get(f, "max_unavailable", path, self.integer, 0, None, default=0)
         if len(self.problems) == before and surge == 0 and unavailable == 0:
             self.add(node, path, "max_surge and max_unavailable cannot both be 0: the rollout could never progress")
-        return Rollout(max_surge=surge, max_unavailable=unavailable)
+        deadline = self.get(f, "progress_deadline", path, self.convert, parse_duration, 1.0, 3600.0,
+                            ("1s", "3600s"), default=60.0)
+        return Rollout(max_surge=surge, max_unavailable=unavailable, progress_deadline=deadline)
+
+
+def env_key_problem(key: str) -> str | None:
+    """Why `key` cannot name an env variable (as "KEY: why"), or None; shared with `paas config`."""
+    if not isinstance(key, str) or not _ENV_KEY_RE.fullmatch(key):
+        return f"{key}: invalid variable name {key!r}: use letters, digits and '_', not starting with a digit"
+    if key.upper().startswith("PAAS_"):
+        return f"{key}: names starting with PAAS_ are reserved for the platform"
+    return None
 
 
 def _domain_problem(domain: str) -> str | None:

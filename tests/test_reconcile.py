@@ -3,14 +3,15 @@ container sync, health bookkeeping and the nginx rendering."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
 from agent import sync
 from agent.health import HealthState, ProbeResult, after_probe
 from agent.router import build_routes, render_nginx_config
-from controller.reconcile import Release, plan_assignments
-from paas.model import AppSpec, Assignment, Health, Node, Process, Resources
+from controller.reconcile import Observed, Release, plan_assignments
+from paas.model import AppSpec, Assignment, Health, Node, Process, Resources, Rollout
 
 MiB = 1024 * 1024
 
@@ -36,13 +37,18 @@ def counter():
     return lambda: f"{next(c):04x}"
 
 
+def seen(available, routed=None):
+    """Agents and routers report these replicas available (healthy and routed)."""
+    return Observed(available=frozenset(available), routed=frozenset(available if routed is None else routed))
+
+
 def apply(plan, current):
-    gone = {a.id for a in plan.delete}
-    return [a for a in current if a.id not in gone] + list(plan.create)
+    gone = {a.id for a in plan.delete} | {a.id for a in plan.drain}
+    return [a for a in current if a.id not in gone] + list(plan.drain) + list(plan.create)
 
 
 def test_new_app_gets_one_replica_per_node():
-    plan = plan_assignments({"web": release(spec())}, nodes("n1", "n2", "n3"), [], set(), counter())
+    plan = plan_assignments({"web": release(spec())}, nodes("n1", "n2", "n3"), [], seen(set()), 0.0, counter())
     assert sorted(a.node for a in plan.create) == ["n1", "n2", "n3"]
     assert sorted(a.index for a in plan.create) == [0, 1, 2]
     a = plan.create[0]
@@ -52,57 +58,130 @@ def test_new_app_gets_one_replica_per_node():
 
 def test_converged_state_plans_nothing():
     rels, ns = {"web": release(spec())}, nodes("n1", "n2", "n3")
-    current = apply(plan_assignments(rels, ns, [], set(), counter()), [])
-    again = plan_assignments(rels, ns, current, {a.id for a in current}, counter())
+    current = apply(plan_assignments(rels, ns, [], seen(set()), 0.0, counter()), [])
+    again = plan_assignments(rels, ns, current, seen({a.id for a in current}), 0.0, counter())
     assert again.empty
 
 
 def test_replicas_of_a_lost_node_are_placed_again_elsewhere():
     rels = {"web": release(spec())}
-    current = apply(plan_assignments(rels, nodes("n1", "n2", "n3"), [], set(), counter()), [])
+    current = apply(plan_assignments(rels, nodes("n1", "n2", "n3"), [], seen(set()), 0.0, counter()), [])
     lost = next(a for a in current if a.node == "n2")
-    plan = plan_assignments(rels, nodes("n1", "n3"), current, {a.id for a in current}, counter())
+    plan = plan_assignments(rels, nodes("n1", "n3"), current, seen({a.id for a in current}), 0.0, counter())
     assert [a.id for a in plan.delete] == [lost.id]
     assert [(a.index, a.node in {"n1", "n3"}) for a in plan.create] == [(lost.index, True)]
 
 
-def test_scale_down_deletes_the_highest_indexes():
-    rels = {"web": release(spec(replicas=3))}
-    current = apply(plan_assignments(rels, nodes("n1", "n2", "n3"), [], set(), counter()), [])
-    plan = plan_assignments({"web": release(spec(replicas=1))}, nodes("n1", "n2", "n3"), current,
-                            {a.id for a in current}, counter())
-    assert sorted(a.index for a in plan.delete) == [1, 2] and plan.create == ()
-
-
 def test_deleted_app_loses_every_assignment():
-    current = apply(plan_assignments({"web": release(spec())}, nodes("n1"), [], set(), counter()), [])
-    plan = plan_assignments({}, nodes("n1"), current, set(), counter())
+    current = apply(plan_assignments({"web": release(spec())}, nodes("n1"), [], seen(set()), 0.0, counter()), [])
+    plan = plan_assignments({}, nodes("n1"), current, seen(set()), 0.0, counter())
     assert {a.id for a in plan.delete} == {a.id for a in current}
 
 
-def test_old_release_stays_until_the_new_one_is_healthy():
+class World:
+    """Agents and a router played by hand: a new replica is available one pass after
+    it is created; a draining one leaves the router one pass after it starts draining."""
+
+    def __init__(self, rels, ns, current=()):
+        self.rels, self.ns, self.now, self.ids = rels, ns, 0.0, counter()
+        self.assignments = list(current)
+        self.available = {a.id for a in current}
+        self.routed = {a.id for a in current if a.port}
+        self.history = []
+
+    def step(self, scale=None):
+        # what happened since the last pass: new replicas got healthy and routed,
+        # draining ones left the router
+        draining = {a.id for a in self.assignments if a.draining_since is not None}
+        self.available = {a.id for a in self.assignments if a.id not in draining}
+        self.routed = {a.id for a in self.assignments if a.port and a.id not in draining}
+        plan = plan_assignments(self.rels, self.ns, self.assignments, seen(self.available, self.routed),
+                                self.now, self.ids, scale=scale)
+        self.assignments = apply(plan, self.assignments)
+        self.available -= {a.id for a in plan.delete} | {a.id for a in plan.drain}
+        self.now += 10.0                            # past every drain grace
+        serving = [a for a in self.assignments if a.id in self.available and a.draining_since is None]
+        running = [a for a in self.assignments if a.draining_since is None]
+        self.history.append((len(serving), len(running)))
+        return plan
+
+    def run(self, passes=20, **kw):
+        for _ in range(passes):
+            if self.step(**kw).empty:
+                break
+        return self
+
+
+def test_rolling_update_keeps_n_available_and_at_most_n_plus_surge_running():
     ns = nodes("n1", "n2", "n3")
-    v1 = apply(plan_assignments({"web": release(spec(), 1)}, ns, [], set(), counter()), [])
-    healthy = {a.id for a in v1}
-    rels = {"web": release(spec(), 2)}
-    plan = plan_assignments(rels, ns, v1, healthy, counter())
-    assert len(plan.create) == 3 and plan.delete == ()       # surge: old ones all stay
-    both = apply(plan, v1)
-    v2 = [a for a in both if a.release == 2]
-    plan = plan_assignments(rels, ns, both, healthy | {v2[0].id}, counter())
-    assert len(plan.delete) == 1 and plan.delete[0].release == 1 and plan.create == ()
-    plan = plan_assignments(rels, ns, both, healthy | {a.id for a in v2}, counter())
-    assert {a.id for a in plan.delete} == {a.id for a in v1}
+    v1 = World({"web": release(spec(), 1)}, ns).run().assignments
+    world = World({"web": release(spec(), 2)}, ns, v1).run()
+    assert sorted((a.release, a.index) for a in world.assignments) == [(2, 0), (2, 1), (2, 2)]
+    assert all(serving >= 3 and running <= 4 for serving, running in world.history[:-1]), world.history
+
+
+def test_max_unavailable_without_surge_never_runs_more_than_n():
+    ns = nodes("n1", "n2", "n3")
+    rolled = replace(spec(), rollout=Rollout(max_surge=0, max_unavailable=1))
+    v1 = World({"web": release(rolled, 1)}, ns).run().assignments
+    world = World({"web": release(rolled, 2)}, ns, v1).run()
+    assert sorted(a.release for a in world.assignments) == [2, 2, 2]
+    assert all(serving >= 2 and running <= 3 for serving, running in world.history), world.history
+
+
+def test_a_new_release_that_never_gets_healthy_leaves_the_old_serving():
+    ns = nodes("n1", "n2", "n3")
+    v1 = World({"web": release(spec(), 1)}, ns).run().assignments
+    v2 = release(spec(), 2)
+    plan = plan_assignments({"web": v2}, ns, v1, seen({a.id for a in v1}), 0.0, counter())
+    stuck = apply(plan, v1)
+    again = plan_assignments({"web": v2}, ns, stuck, seen({a.id for a in v1}), 5.0, counter())
+    assert again.empty                      # one surge replica, not available: nothing drains
+    assert [a.release for a in stuck].count(1) == 3
+
+
+def test_draining_leaves_the_router_before_the_replica_is_deleted():
+    ns = nodes("n1", "n2", "n3")
+    current = World({"web": release(spec(replicas=3), 1)}, ns).run().assignments
+    rels = {"web": release(spec(replicas=1), 1)}
+    plan = plan_assignments(rels, ns, current, seen({a.id for a in current}), 100.0, counter())
+    assert sorted(a.index for a in plan.drain) == [1, 2] and plan.delete == ()
+    assert all(a.draining_since == 100.0 for a in plan.drain)
+    after = apply(plan, current)
+    still_routed = plan_assignments(rels, ns, after, seen({a.id for a in current}), 200.0, counter())
+    assert still_routed.empty               # a router still sends to them: wait
+    grace = plan_assignments(rels, ns, after, seen({current[0].id}, routed=set()), 102.0, counter())
+    assert grace.empty                      # out of the router, but the 5 s drain grace is not over
+    done = plan_assignments(rels, ns, after, seen({current[0].id}, routed=set()), 105.0, counter())
+    assert sorted(a.index for a in done.delete) == [1, 2]
+
+
+def test_scale_overrides_the_spec_count_without_a_new_release():
+    ns = nodes("n1", "n2", "n3")
+    world = World({"web": release(spec(replicas=2), 1)}, ns).run(scale={"web": {"web": 5}})
+    assert sorted(a.index for a in world.assignments) == [0, 1, 2, 3, 4]
+    assert {a.release for a in world.assignments} == {1}
+
+
+def test_old_workers_stop_without_draining():
+    ns = nodes("n1")
+    worker = {"worker": Process(name="worker", command=("w",), replicas=1)}
+    v1 = World({"jobs": release(spec(name="jobs", processes=worker), 1)}, ns).run().assignments
+    plan = plan_assignments({"jobs": release(spec(name="jobs", processes=worker), 2)}, ns, v1,
+                            seen({a.id for a in v1}), 0.0, counter())
+    assert plan.drain == () and len(plan.create) == 1
+    world = World({"jobs": release(spec(name="jobs", processes=worker), 2)}, ns, v1).run()
+    assert [a.release for a in world.assignments] == [2]
 
 
 def test_env_of_the_release_reaches_the_assignment():
-    plan = plan_assignments({"web": release(spec(replicas=1), env={"A": "1"})}, nodes("n1"), [], set(), counter())
+    plan = plan_assignments({"web": release(spec(replicas=1), env={"A": "1"})}, nodes("n1"), [], seen(set()), 0.0, counter())
     assert plan.create[0].env == {"A": "1"}
 
 
 def test_unplaceable_replicas_are_pending_with_the_reason():
     plan = plan_assignments({"big": release(spec(name="big", replicas=2, memory=4096 * MiB))},
-                            nodes("n1", "n2"), [], set(), counter())
+                            nodes("n1", "n2"), [], seen(set()), 0.0, counter())
     assert plan.create == ()
     assert set(plan.pending["big"]) == {"big.web.0", "big.web.1"}
     assert all("insufficient memory" in r for r in plan.pending["big"].values())
@@ -111,7 +190,7 @@ def test_unplaceable_replicas_are_pending_with_the_reason():
 def test_label_constraints_pick_matching_nodes():
     ns = {**nodes("n1", "n2"), **nodes("ssd1", labels={"disk": "ssd"})}
     plan = plan_assignments({"db": release(spec(name="db", replicas=2, labels={"disk": "ssd"}))},
-                            ns, [], set(), counter())
+                            ns, [], seen(set()), 0.0, counter())
     assert [a.node for a in plan.create] == ["ssd1", "ssd1"]
 
 
