@@ -135,7 +135,7 @@ async def rollback(request: web.Request) -> web.Response:
     target = await store.get(keys.release_key(name, int(to))) if isinstance(to, int) else None
     if target is None:
         return error(404, f"{name} has no release v{to}")
-    content = {k: target.value[k] for k in ("image", "env", "spec", "source")}
+    content = {k: target.value.get(k) for k in ("image", "env", "spec", "source", "config")}
     return await _record(store, name, content, note=f"rollback to v{to}")
 
 
@@ -188,10 +188,7 @@ async def set_config(request: web.Request) -> web.Response:
     config = {k: v for k, v in {**app.value.get("config", {}), **changes}.items() if k not in unset}
     spec = AppSpec.from_dict(app.value["spec"])
     content = {k: release[k] for k in ("image", "spec", "source")}
-    content["env"] = {**spec.env, **config}
-    if not await store.commit([Put(keys.app_key(name), {**app.value, "config": config})],
-                              expect={keys.app_key(name): app.mod_revision}):
-        return error(409, f"app {name} is being changed concurrently; try again")
+    content.update(env={**spec.env, **config}, config=config)
     return await _record(store, name, content, note="config " + " ".join(
         [f"set {k}" for k in changes] + [f"unset {k}" for k in unset]))
 

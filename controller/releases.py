@@ -24,7 +24,7 @@ def release_content(spec: AppSpec, image: str, config: Mapping[str, str],
     for name, process in spec_value["processes"].items():
         if process["command"] is None and build and name in build.get("procfile", {}):
             process["command"] = ["sh", "-c", build["procfile"][name]]
-    return {"image": image, "env": {**spec.env, **config}, "spec": spec_value,
+    return {"image": image, "env": {**spec.env, **config}, "config": dict(config), "spec": spec_value,
             "source": build["source"] if build else None}
 
 
@@ -88,11 +88,16 @@ async def record_release(store: Store, name: str, content: dict[str, Any], *, ap
         "queued": number if rolling else None,
         "last_release": number,
         "scale": {**app.get("scale", {}), **(scale or {})},
-        "config": app.get("config", {}),
+        # a rollback restores the config of its release too
+        "config": content["config"] if content.get("config") is not None else app.get("config", {}),
         "created": app.get("created", now), "updated": now,
     }
     release_value = {**content, "app": name, "number": number, "created": now, "note": note, "outcome": None}
     ops = [Put(keys.release_key(name, number), release_value), Put(keys.app_key(name), new_app)]
+    superseded = await store.get(keys.release_key(name, app["queued"])) if rolling and app.get("queued") else None
+    if superseded is not None:
+        ops.append(Put(superseded.key, {**superseded.value, "outcome": f"superseded by v{number} before it ran"}))
+        expect[superseded.key] = superseded.mod_revision
     if not rolling:
         deadline = AppSpec.from_dict(content["spec"]).rollout.progress_deadline
         ops.append(Put(keys.rollout_key(name), ro.start_rollout(number, app.get("release"), deadline, now)))

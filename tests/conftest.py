@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -124,3 +125,40 @@ def cluster(tmp_path_factory) -> Cluster:
         pytest.fail(f"paas up failed:\n{up.out}\n{up.err}\n{logs}")
     yield c
     c.paas("down", timeout=120)
+
+
+class Load:
+    """Steady GETs through the router from a background thread, bounded in rate,
+    count and time; records every request that did not get a 200."""
+
+    def __init__(self, cluster: Cluster, host: str, rps: float = 20, max_seconds: float = 240):
+        self.cluster, self.host, self.interval, self.max_seconds = cluster, host, 1.0 / rps, max_seconds
+        self.max_requests = int(rps * max_seconds)
+        self.ok, self.failures, self.bodies = 0, [], set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        for i in range(self.max_requests):
+            if self._stop.is_set() or time.monotonic() - started > self.max_seconds:
+                return
+            try:
+                status, body = self.cluster.get(self.host, timeout=5)
+                if status == 200:
+                    self.ok += 1
+                    self.bodies.add(body.strip())
+                else:
+                    self.failures.append(f"{status}: {body.strip()[:100]}")
+            except Exception as e:  # noqa: BLE001 - every kind of failure counts
+                self.failures.append(f"{type(e).__name__}: {e}")
+            next_at = started + (i + 1) * self.interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
