@@ -40,6 +40,7 @@ class NodeAgent:
         self.keep_releases = keep_releases
         self.pulling: dict[str, str] = {}
         self.logs: dict[str, tuple[float, list[str]]] = {}
+        self.finished_at: dict[str, float] = {}
         self.rng = rng or random.Random()
         self.lease: int | None = None
         self.restarts: dict[str, sync.RestartState] = {}
@@ -105,10 +106,13 @@ class NodeAgent:
     async def sync_once(self) -> None:
         entries, _ = await self.store.list(keys.prefix("assignments", self.node.name))
         assignments = {a.id: a for a in (Assignment.from_dict(e.value) for e in entries.values())}
+        listed_at = time.monotonic()
         containers = await self.runtime.list_containers()
         now = time.monotonic()
         for action in sync.plan_sync(assignments, containers, self.restarts, now):
-            self._start_action(action, now)
+            replica = action.assignment.id if isinstance(action, sync.Create) else action.replica
+            if self.finished_at.get(replica, 0.0) < listed_at:   # else the listing predates our own change
+                self._start_action(action, now)
         running = {c.replica: c for c in containers if c.state == "running" and c.replica in assignments}
         await self._probe(assignments, running, now)
         await self._read_failing_logs(assignments, containers, now)
@@ -146,6 +150,7 @@ class NodeAgent:
                 self.restarts[replica] = sync.after_restart(
                     self.restarts.get(replica, sync.RestartState()), time.monotonic(), self.rng.random())
         finally:
+            self.finished_at[replica] = time.monotonic()
             self.pulling.pop(replica, None)
             self.wakeup.set()
 
@@ -185,9 +190,11 @@ class NodeAgent:
                     pass
 
     def _forget(self, assignments: dict[str, Assignment]) -> None:
-        for table in (self.restarts, self.errors, self.logs):
+        for table in (self.restarts, self.errors, self.logs, self.finished_at):
             for replica in [r for r in table if r not in assignments]:
                 del table[replica]
+        for replica in [r for r, task in self.in_flight.items() if task.done()]:
+            del self.in_flight[replica]
 
     async def _collect_images_forever(self) -> None:
         while True:

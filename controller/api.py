@@ -4,6 +4,7 @@ and views.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -15,10 +16,11 @@ from typing import Any
 from aiohttp import web
 
 from controller.builder import Builder, BuildFailed, RegistryUnavailable
-from controller.releases import counts_of, downtime_problems, record_release, release_content
+from controller.reconcile import Observed, Release, plan_assignments
+from controller.releases import counts_of, describe_change, downtime_problems, record_release, release_content
 from controller.views import replica_rows, rollout_state
 from paas import store as keys
-from paas.model import AppSpec
+from paas.model import AppSpec, Node
 from paas.spec import SpecError, env_key_problem, parse_spec
 from paas.store import Delete, Put, Store, StoreUnavailable
 
@@ -58,9 +60,9 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def _parse_deploy(request: web.Request) -> tuple[AppSpec, dict | None, dict] | web.Response:
+async def _parse_deploy(request: web.Request, body: dict[str, Any], allow_unbuilt: bool = False
+                        ) -> tuple[AppSpec, dict | None, dict] | web.Response:
     """The spec (and its finished build) of a deploy body, or the error response."""
-    body = await request.json()
     text, filename = body.get("spec"), body.get("filename", "app.yaml")
     if not isinstance(text, str):
         return error(400, "body must be JSON with a `spec` string holding the YAML")
@@ -72,10 +74,10 @@ async def _parse_deploy(request: web.Request) -> tuple[AppSpec, dict | None, dic
     if spec.build is not None:
         source = body.get("build")
         entry = await request.app[STORE].get(keys.build_key(spec.name, source)) if isinstance(source, str) else None
-        if entry is None:
+        if entry is None and not allow_unbuilt:
             return error(422, "invalid spec", problems=[
                 f"{filename}:1: build: no finished build of this source; `paas deploy` uploads and builds it"])
-        build = entry.value
+        build = entry.value if entry else None
     return spec, build, body
 
 
@@ -83,7 +85,7 @@ async def deploy(request: web.Request) -> web.Response:
     """Create or replace an app from a YAML spec: a new release when image, env or
     spec changed (rolled out, or queued behind the rollout under way); only a new
     scale when just the replica counts changed."""
-    parsed = await _parse_deploy(request)
+    parsed = await _parse_deploy(request, await request.json())
     if isinstance(parsed, web.Response):
         return parsed
     spec, build, body = parsed
@@ -97,6 +99,51 @@ async def deploy(request: web.Request) -> web.Response:
     config = current.value.get("config", {}) if current else {}
     content = release_content(spec, build["image"] if build else spec.image, config, build)
     return await _record(store, spec.name, content, app_spec=spec, scale=counts_of(spec), note="deploy")
+
+
+async def plan_deploy(request: web.Request) -> web.Response:
+    """What `deploy` would do with this spec, applying nothing."""
+    body = await request.json()
+    build_pending = None
+    if body.get("build_pending"):
+        build_pending, body["build"] = body["build_pending"], None
+    parsed = await _parse_deploy(request, body, allow_unbuilt=build_pending is not None)
+    if isinstance(parsed, web.Response):
+        return parsed
+    spec, build, _ = parsed
+    store = request.app[STORE]
+    current = await store.get(keys.app_key(spec.name))
+    old = None
+    if current is not None:
+        entry = await store.get(keys.release_key(spec.name, current.value.get("queued") or current.value["release"]))
+        old = entry.value if entry else None
+    image = build["image"] if build else spec.image or f"(built from source {str(build_pending)[:16]})"
+    content = release_content(spec, image, current.value.get("config", {}) if current else {}, build)
+    old_scale = {**counts_of(AppSpec.from_dict(old["spec"])), **current.value.get("scale", {})} if old else {}
+    change = describe_change(old, content, old_scale, counts_of(spec))
+    change["placement"] = await _placement_preview(store, spec.name, content)
+    return web.json_response({"app": spec.name, **change})
+
+
+async def _placement_preview(store: Store, name: str, content: dict[str, Any]) -> dict[str, Any]:
+    """Where the release's replicas would go, placed from scratch beside the other apps."""
+    used: dict[str, tuple[float, int]] = {}
+    for a in await store.values(keys.prefix("assignments")):
+        if a["app"] != name:
+            cpu, memory = used.get(a["node"], (0.0, 0))
+            used[a["node"]] = (cpu + a["resources"]["cpu"], memory + a["resources"]["memory"])
+    nodes = {}
+    for n in map(Node.from_dict, await store.values(keys.prefix("nodes"))):
+        if "worker" in n.roles:    # what other apps use is not offered
+            cpu, memory = used.get(n.name, (0.0, 0))
+            nodes[n.name] = dataclasses.replace(n, cpu=n.cpu - cpu, memory=n.memory - memory)
+    release = Release(app=name, number=0, image=content["image"], spec=AppSpec.from_dict(content["spec"]),
+                      env=content["env"])
+    plan = plan_assignments({name: release}, nodes, [], Observed(), time.time(), lambda: "plan")
+    per_node: dict[str, list[str]] = {}
+    for a in plan.create:
+        per_node.setdefault(a.node, []).append(f"{a.process}.{a.index}")
+    return {"nodes": per_node, "pending": plan.pending.get(name, {})}
 
 
 async def _record(store: Store, name: str, content: dict[str, Any], **kwargs: Any) -> web.Response:
@@ -378,6 +425,7 @@ def make_app(store: Store, token: str, builder: Builder, cluster_domain: str = "
     app.add_routes([
         web.get("/api/v1/health", health),
         web.post("/api/v1/apps", deploy),
+        web.post("/api/v1/plan", plan_deploy),
         web.get("/api/v1/apps", list_apps),
         web.get("/api/v1/apps/{name}", get_app),
         web.delete("/api/v1/apps/{name}", delete_app),

@@ -54,6 +54,37 @@ def downtime_problems(spec: AppSpec, scale: Mapping[str, int]) -> list[str]:
     return problems
 
 
+def describe_change(old: Mapping[str, Any] | None, content: Mapping[str, Any], old_scale: Mapping[str, int],
+                    new_scale: Mapping[str, int]) -> dict[str, Any]:
+    """What a deploy would change, for `paas deploy --plan` (env values are not shown:
+    they may be secrets)."""
+    old_env = old.get("env", {}) if old else {}
+    env = content["env"]
+    spec = AppSpec.from_dict(content["spec"])
+    processes = sorted(set(old_scale) | set(new_scale))
+    change = {
+        "new_app": old is None,
+        "image": {"from": old["image"] if old else None, "to": content["image"]},
+        "env": {"added": sorted(set(env) - set(old_env)), "removed": sorted(set(old_env) - set(env)),
+                "changed": sorted(k for k in set(env) & set(old_env) if env[k] != old_env[k])},
+        "replicas": {p: {"from": old_scale.get(p, 0), "to": new_scale.get(p, 0)} for p in processes},
+        "new_release": old is None or not same_content(old, content),
+        "rollout": {"max_surge": spec.rollout.max_surge, "max_unavailable": spec.rollout.max_unavailable},
+        "downtime": downtime_problems(spec, new_scale) if old else [],
+    }
+    if change["new_app"]:
+        change["strategy"] = "create: start every replica"
+    elif change["new_release"]:
+        change["strategy"] = (f"rolling update: at most {spec.rollout.max_surge} extra and "
+                              f"{spec.rollout.max_unavailable} unavailable replica(s) at a time; each old "
+                              "replica leaves the router, drains, then stops")
+    elif old_scale != new_scale:
+        change["strategy"] = "scale only: no new release, running replicas are not restarted"
+    else:
+        change["strategy"] = "no change"
+    return change
+
+
 async def record_release(store: Store, name: str, content: dict[str, Any], *, app_spec: AppSpec | None = None,
                          scale: Mapping[str, int] | None = None, note: str | None = None
                          ) -> dict[str, Any] | None:

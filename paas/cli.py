@@ -82,6 +82,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         return 1
     client = _client()
     text = Path(args.spec).read_text()
+    if args.plan:
+        return _plan(client, spec, text, args)
     source = None
     if spec.build is not None:
         source = _build(client, spec, Path(args.spec).resolve().parent)
@@ -89,6 +91,46 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             return 1
     result = client.deploy(text, args.spec, build=source, allow_downtime=args.allow_downtime)
     return _follow(client, result, args)
+
+
+def _plan(client: Client, spec, text: str, args: argparse.Namespace) -> int:
+    """Print what `paas deploy` would change; apply nothing (not even a build)."""
+    built = pending = None
+    if spec.build is not None:
+        try:
+            packed = pack_context((Path(args.spec).resolve().parent / spec.build.context).resolve(),
+                                  spec.build.dockerfile)
+        except ContextError as e:
+            err.print(f"[red]error:[/] {e}", highlight=False)
+            return 1
+        cached = client.build_record(spec.name, packed.source_hash)
+        built, pending = (packed.source_hash, None) if cached else (None, packed.source_hash)
+    plan = client.plan(text, args.spec, build=built, build_pending=pending)
+    if args.json:
+        _print_json(plan)
+        return 0
+    out.print(f"[bold]{plan['app']}[/]: {plan['strategy']}")
+    image = plan["image"]
+    out.print(f"  image:    {image['to']}" if image["from"] in (None, image["to"])
+              else f"  image:    {image['from']}\n         -> {image['to']}", highlight=False)
+    env = plan["env"]
+    for label, keys_ in (("added", env["added"]), ("changed", env["changed"]), ("removed", env["removed"])):
+        if keys_:
+            out.print(f"  env {label}: {', '.join(keys_)}", highlight=False)
+    for process, r in plan["replicas"].items():
+        note = "" if r["from"] == r["to"] else f" -> {r['to']}"
+        out.print(f"  {process}: {r['from']}{note} replicas", highlight=False)
+    out.print(f"  rollout:  max_surge {plan['rollout']['max_surge']}, "
+              f"max_unavailable {plan['rollout']['max_unavailable']}")
+    placement = plan["placement"]
+    for node, replicas in sorted(placement["nodes"].items()):
+        out.print(f"  {node}: {', '.join(replicas)}", highlight=False)
+    for slot, reason in placement["pending"].items():
+        out.print(f"  [red]{slot} cannot be placed: {reason}[/]", highlight=False)
+    for problem in plan["downtime"]:
+        out.print(f"  [red]downtime: {problem} (needs --allow-downtime)[/]", highlight=False)
+    out.print("nothing was applied (--plan)")
+    return 0
 
 
 def _follow(client: Client, result: dict[str, Any], args: argparse.Namespace) -> int:
@@ -403,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
              "cluster registry (the same source again builds nothing)")
     sp.add_argument("spec", help="path of the app spec (YAML)")
     waiting(sp)
+    sp.add_argument("--plan", action="store_true", help="show what would change (image, env keys, replicas, "
+                    "placement, strategy) and apply nothing")
+    sp.add_argument("--json", action="store_true", help="with --plan: machine-readable output")
     sp.add_argument("--allow-downtime", action="store_true",
                     help="roll out even when the spec's rollout limits stop every replica at once")
     for name, fn, help_ in (("apps", cmd_apps, "list apps"), ("nodes", cmd_nodes, "list nodes"),

@@ -47,6 +47,10 @@ class Client:
         return self._call("POST", "/apps", {"spec": spec_text, "filename": filename, "build": build,
                                             "allow_downtime": allow_downtime})
 
+    def plan(self, spec_text: str, filename: str, build: str | None, build_pending: str | None) -> dict[str, Any]:
+        return self._call("POST", "/plan", {"spec": spec_text, "filename": filename, "build": build,
+                                            "build_pending": build_pending})
+
     def rollback(self, app: str, to: int | None) -> dict[str, Any]:
         return self._call("POST", f"/apps/{app}/rollback", {"to": to})
 
