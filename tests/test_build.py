@@ -2,6 +2,7 @@
 `build:` spec against the real registry, dockerd and agents."""
 from __future__ import annotations
 
+import json
 import tarfile
 from pathlib import Path
 
@@ -171,3 +172,47 @@ def test_deploying_a_build_spec_straight_to_the_api_without_a_build_is_refused(c
     status, body = api(cluster, "POST", "/api/v1/apps", {"spec": SPEC.replace("NAME", "nobuild")})
     assert status == 422 and "no finished build" in body["problems"][0]
 
+
+
+@pytest.mark.cluster
+def test_the_python_app_builds_and_runs_web_and_worker(cluster):
+    result = cluster.paas("deploy", "manifests/pyapp/app.yaml", "--timeout", "180")
+    assert result.code == 0, result.err
+    rows = cluster.paas_json("ps", "pyapp")
+    assert sorted(r["process"] for r in rows) == ["web", "web", "web", "worker"]
+    assert all(r["healthy"] for r in rows)
+    status, body = cluster.get("pyapp.localhost")
+    assert status == 200 and "release 1 GREETING=hello" in body
+    assert cluster.paas("destroy", "pyapp").code == 0
+
+
+@pytest.mark.cluster
+def test_a_procfile_app_without_dockerfile_gets_one_and_runs(cluster):
+    result = cluster.paas("deploy", "manifests/procfile-app/app.yaml", "--timeout", "180")
+    assert result.code == 0, result.err
+    rows = cluster.paas_json("ps", "procfile-app")
+    assert {r["process"] for r in rows} == {"web", "worker"}
+    assert all(r["healthy"] for r in rows)
+    status, body = cluster.get("procfile-app.localhost")
+    assert status == 200 and body.startswith("hello from procfile-app.web.")
+    assert cluster.paas("destroy", "procfile-app").code == 0
+
+
+@pytest.mark.cluster
+def test_plan_shows_the_change_and_applies_nothing(cluster, tmp_path):
+    spec = built_app(tmp_path, "planned", "v1\n")
+    plan = cluster.paas("deploy", "--plan", str(spec))
+    assert plan.code == 0, plan.err
+    assert "planned: create: start every replica" in plan.out and "(built from source" in plan.out
+    assert "nothing was applied" in plan.out
+    assert cluster.paas("ps", "planned").code == 1          # no such app: nothing was applied
+    assert cluster.paas("deploy", str(spec)).code == 0
+    (tmp_path / "app.yaml").write_text(SPEC.replace("NAME", "planned").replace("replicas: 3", "replicas: 4")
+                                       + "env: {COLOR: blue}\n")
+    plan = cluster.paas("deploy", "--plan", "--json", str(spec))
+    change = json.loads(plan.out)
+    assert change["env"]["added"] == ["COLOR"] and change["replicas"]["web"] == {"from": 3, "to": 4}
+    assert change["strategy"].startswith("rolling update")
+    assert sum(len(v) for v in change["placement"]["nodes"].values()) == 4
+    assert [r["release"] for r in cluster.paas_json("releases", "planned")] == [1]
+    assert cluster.paas("destroy", "planned").code == 0
