@@ -58,6 +58,7 @@ class Demand:
     cpu: float                    # cores
     memory: int                   # bytes
     node_labels: Mapping[str, str] = field(default_factory=dict)   # node must have each, equal value
+    avoid: frozenset[str] = frozenset()   # nodes this replica must leave: it kept failing there, or moves off
 
 
 @dataclass
@@ -97,6 +98,10 @@ def has_labels(node: NodeState, d: Demand) -> str | None:
     return None
 
 
+def not_avoided(node: NodeState, d: Demand) -> str | None:
+    return "moving off this node" if node.name in d.avoid else None
+
+
 def cpu_fits(node: NodeState, d: Demand) -> str | None:
     if node.used_cpu + d.cpu <= node.cpu + CPU_SLACK:
         return None
@@ -110,7 +115,7 @@ def memory_fits(node: NodeState, d: Demand) -> str | None:
 
 
 FILTERS: tuple[Callable[[NodeState, Demand], str | None], ...] = (
-    is_worker, not_draining, has_labels, cpu_fits, memory_fits)
+    is_worker, not_draining, has_labels, not_avoided, cpu_fits, memory_fits)
 
 
 def why_not(node: NodeState, d: Demand) -> str | None:
@@ -176,7 +181,7 @@ def _label_key(labels: Mapping[str, str]) -> LabelKey:
 
 
 def _fit_key(d: Demand) -> tuple:
-    return (_label_key(d.node_labels), d.cpu, d.memory)
+    return (_label_key(d.node_labels), d.cpu, d.memory, d.avoid)
 
 
 def _explain(nodes: Sequence[NodeState], d: Demand) -> str:
@@ -293,11 +298,12 @@ class _Scheduler:
         return i
 
     def _fits_fn(self, d: Demand) -> Callable[[int], bool]:
-        nodes, cpu, memory = self.nodes, d.cpu, d.memory
+        nodes, cpu, memory, avoid = self.nodes, d.cpu, d.memory, d.avoid
 
-        def fits(i: int) -> bool:
+        def fits(i: int) -> bool:   # an avoided node never fits this kind of demand (it is in the fit key)
             n = nodes[i]
-            return n.used_cpu + cpu <= n.cpu + CPU_SLACK and n.used_memory + memory <= n.memory
+            return (n.used_cpu + cpu <= n.cpu + CPU_SLACK and n.used_memory + memory <= n.memory
+                    and n.name not in avoid)
         return fits
 
     def _charge(self, i: int, d: Demand) -> None:

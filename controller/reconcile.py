@@ -16,6 +16,7 @@ of a Kubernetes Deployment:
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -49,6 +50,7 @@ class Observed:
     """What agents and routers report, as sets of replica ids."""
     available: frozenset[str] = frozenset()   # healthy, and routed when the process has a port
     routed: frozenset[str] = frozenset()      # some router still sends traffic to it
+    crashing: frozenset[str] = frozenset()    # failed RESCHEDULE_AFTER times on its node: move it
 
 
 def replica_slot(app: str, process: str, index: int) -> str:
@@ -71,15 +73,15 @@ def plan_assignments(releases: Mapping[str, Release], nodes: Mapping[str, Node],
 
     keep: list[Assignment] = []
     drain: list[Assignment] = []
-    wanted: list[tuple[Release, str, int]] = []
+    wanted: list[tuple[Release, str, int, frozenset[str]]] = []
     for app, release in sorted(releases.items()):
         for name, process in sorted(release.spec.processes.items()):
             count = (scale or {}).get(app, {}).get(name, process.replicas)
-            step = _roll_process(release, name, count, by_process.get((app, name), []), observed, now)
+            step = _roll_process(release, name, count, by_process.get((app, name), []), observed, now, nodes)
             keep += step.keep
             drain += step.drain
             delete += step.delete
-            wanted += [(release, name, i) for i in step.missing]
+            wanted += [(release, name, i, step.avoid.get(i, frozenset())) for i in step.missing]
 
     created, pending = _place_missing(wanted, nodes, keep + drain, suffix)
     return Plan(create=tuple(created), drain=tuple(drain), delete=tuple(delete), pending=pending)
@@ -91,20 +93,34 @@ class _Step:
     drain: list[Assignment] = field(default_factory=list)
     delete: list[Assignment] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)
+    avoid: dict[int, frozenset[str]] = field(default_factory=dict)   # slot -> nodes it moves off
 
 
 def _roll_process(release: Release, process: str, count: int, existing: list[Assignment],
-                  observed: Observed, now: float) -> _Step:
+                  observed: Observed, now: float, nodes: Mapping[str, Node]) -> _Step:
     rollout = release.spec.rollout
     step = _Step()
     current, surplus, taken = [], [], set()
-    for a in sorted(existing, key=lambda a: (a.release != release.number, a.index, a.id)):
+    # of two replicas for one slot, the one on the less loaded node stays (a rebalance's new one)
+    load = Counter(a.node for a in existing)
+    for a in sorted(existing, key=lambda a: (a.release != release.number, a.index, load[a.node], a.id)):
         if a.release == release.number and a.index < count and a.index not in taken \
                 and a.draining_since is None:
+            if nodes[a.node].draining or a.id in observed.crashing:
+                step.avoid[a.index] = frozenset({a.node})   # replaced elsewhere first, then drained
+                surplus.append(a)
+                continue
             current.append(a)
             taken.add(a.index)
         else:
             surplus.append(a)   # old releases, scaled-down slots, duplicates, draining ones
+    if not surplus and len(current) == count and all(a.id in observed.available for a in current):
+        moving = _rebalance_candidate(release, current, nodes)
+        if moving is not None:
+            step.avoid[moving.index] = frozenset({moving.node})
+            current.remove(moving)
+            taken.discard(moving.index)
+            surplus.append(moving)
 
     draining = [a for a in surplus if a.draining_since is not None]
     active = [a for a in surplus if a.draining_since is None]
@@ -135,6 +151,22 @@ def _roll_process(release: Release, process: str, count: int, existing: list[Ass
     return step
 
 
+def _rebalance_candidate(release: Release, current: list[Assignment], nodes: Mapping[str, Node]
+                         ) -> Assignment | None:
+    """One replica to move when a node that could run the process has none of it while
+    another has two or more (a node joined or came back): moved like a rolling update."""
+    labels = release.spec.node_labels
+    eligible = [n for n in nodes.values() if "worker" in n.roles and not n.draining
+                and all(n.labels.get(k) == v for k, v in labels.items())]
+    per_node = {n.name: [a for a in current if a.node == n.name] for n in eligible}
+    if not per_node or min(len(v) for v in per_node.values()) > 0:
+        return None
+    busiest = max(sorted(per_node), key=lambda name: len(per_node[name]))
+    if len(per_node[busiest]) < 2:
+        return None
+    return max(per_node[busiest], key=lambda a: a.index)
+
+
 def _retire(a: Assignment, now: float, step: _Step, observed: Observed) -> None:
     """A replica some router sends to leaves the router first; others stop at once."""
     if a.port is not None and a.id in observed.routed:
@@ -143,7 +175,7 @@ def _retire(a: Assignment, now: float, step: _Step, observed: Observed) -> None:
         step.delete.append(a)
 
 
-def _place_missing(wanted: list[tuple[Release, str, int]], nodes: Mapping[str, Node],
+def _place_missing(wanted: list[tuple[Release, str, int, frozenset[str]]], nodes: Mapping[str, Node],
                    keep: list[Assignment], suffix: Callable[[], str]
                    ) -> tuple[list[Assignment], dict[str, dict[str, str]]]:
     states = {n.name: NodeState(name=n.name, cpu=n.cpu, memory=n.memory, labels=dict(n.labels),
@@ -155,13 +187,14 @@ def _place_missing(wanted: list[tuple[Release, str, int]], nodes: Mapping[str, N
         s.used_memory += a.resources.memory
         s.app_counts[a.app] = s.app_counts.get(a.app, 0) + 1
     demands = []
-    for release, process_name, index in wanted:
+    for release, process_name, index, avoid in wanted:
         res = release.spec.processes[process_name].resources
         demands.append(Demand(key=replica_slot(release.app, process_name, index), app=release.app,
-                              cpu=res.cpu, memory=res.memory, node_labels=dict(release.spec.node_labels)))
+                              cpu=res.cpu, memory=res.memory, node_labels=dict(release.spec.node_labels),
+                              avoid=avoid))
     placement = place(demands, list(states.values()))
     created, pending = [], {}
-    for release, process_name, index in wanted:
+    for release, process_name, index, _ in wanted:
         slot = replica_slot(release.app, process_name, index)
         node = placement.assigned.get(slot)
         if node is None:

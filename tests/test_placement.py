@@ -188,3 +188,11 @@ def test_matches_brute_force(seed):
     assert p.assigned == brute_force(ds, nodes)
     assert set(p.assigned) | set(p.unplaced) == {d.key for d in ds}
     assert all(reason.startswith(("0/", "no worker")) for reason in p.unplaced.values())
+
+
+def test_an_avoided_node_is_never_chosen_and_the_reason_says_so():
+    nodes = [NodeState(name=n, cpu=4, memory=4 * GiB, labels={}) for n in ("a", "b")]
+    result = place([Demand(key="r", app="x", cpu=0.1, memory=MiB, avoid=frozenset({"a"}))], nodes)
+    assert result.assigned == {"r": "b"}
+    result = place([Demand(key="r", app="x", cpu=0.1, memory=MiB, avoid=frozenset({"a", "b"}))], nodes)
+    assert result.unplaced == {"r": "0/2 nodes fit: 2 moving off this node"}

@@ -282,3 +282,32 @@ def test_worker_only_apps_get_no_route():
     worker = {"worker": Process(name="worker", command=("w",), replicas=1)}
     assert build_routes([{"spec": spec(name="jobs", processes=worker).to_dict(), "release": 1}], [],
                         "localhost") == []
+
+
+def test_draining_a_node_moves_its_replicas_one_at_a_time_health_gated():
+    ns = nodes("n1", "n2", "n3")
+    rels = {"web": release(spec(), 1)}
+    placed = World(rels, ns).run().assignments
+    drained = {**ns, "n2": replace(ns["n2"], draining=True)}
+    world = World(rels, drained, placed).run()
+    assert len(world.assignments) == 3 and "n2" not in {a.node for a in world.assignments}
+    assert all(serving >= 3 and running <= 4 for serving, running in world.history), world.history
+
+
+def test_a_returning_node_gets_replicas_back_gradually():
+    ns = nodes("n1", "n2", "n3")
+    rels = {"web": release(spec(), 1)}
+    two_nodes = World(rels, {k: v for k, v in ns.items() if k != "n3"}).run().assignments
+    assert sorted(a.node for a in two_nodes) == ["n1", "n1", "n2"]
+    world = World(rels, ns, two_nodes).run()
+    assert sorted(a.node for a in world.assignments) == ["n1", "n2", "n3"]
+    assert all(serving >= 3 and running <= 4 for serving, running in world.history), world.history
+
+
+def test_a_replica_crashing_on_its_node_is_placed_on_another():
+    ns = nodes("n1", "n2")
+    rels = {"web": release(spec(replicas=1), 1)}
+    [a] = World(rels, ns).run().assignments
+    plan = plan_assignments(rels, ns, [a], Observed(crashing=frozenset({a.id})), 0.0, counter())
+    assert [d.id for d in plan.delete] == [a.id]
+    assert [(c.index, c.node != a.node) for c in plan.create] == [(0, True)]
