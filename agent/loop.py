@@ -31,6 +31,7 @@ STABLE_AFTER = 30.0   # a replica running this long since its last restart has i
 IMAGE_GC_SECONDS = 60.0
 LOGS_EVERY = 5.0       # how often the last log lines of a failing replica are read again
 LOG_LINES = 10
+PREVIOUS_LOG_LINES = 50
 
 
 class NodeAgent:
@@ -41,6 +42,8 @@ class NodeAgent:
         self.pulling: dict[str, str] = {}
         self.logs: dict[str, tuple[float, list[str]]] = {}
         self.finished_at: dict[str, float] = {}
+        self.assigned: dict[str, Assignment] = {}
+        self.previous: dict[str, dict[str, Any]] = {}   # the last dead container of each replica
         self.rng = rng or random.Random()
         self.lease: int | None = None
         self.restarts: dict[str, sync.RestartState] = {}
@@ -106,6 +109,7 @@ class NodeAgent:
     async def sync_once(self) -> None:
         entries, _ = await self.store.list(keys.prefix("assignments", self.node.name))
         assignments = {a.id: a for a in (Assignment.from_dict(e.value) for e in entries.values())}
+        self.assigned = assignments
         listed_at = time.monotonic()
         containers = await self.runtime.list_containers()
         now = time.monotonic()
@@ -126,9 +130,23 @@ class NodeAgent:
             return
         if isinstance(action, sync.Restart):
             # counted when decided, so a container that will not start still backs off
-            self.restarts[replica] = sync.after_restart(
-                self.restarts.get(replica, sync.RestartState()), now, self.rng.random())
+            self._back_off(replica, now)
         self.in_flight[replica] = asyncio.create_task(self._apply(replica, action))
+
+    async def _keep_previous(self, replica: str, container_id: str) -> None:
+        """Exit details and last log lines of a dead container, for `paas logs --previous`."""
+        dead = next((c for c in await self.runtime.list_containers() if c.id == container_id), None)
+        if dead is None:
+            return
+        self.previous[replica] = {"exit_code": dead.exit_code, "oom_killed": dead.oom_killed,
+                                  "finished_at": dead.finished_at,
+                                  "logs": (await self.runtime.logs(container_id, PREVIOUS_LOG_LINES))[-PREVIOUS_LOG_LINES:]}
+
+    def _back_off(self, replica: str, now: float) -> None:
+        policy = self.assigned[replica].restart if replica in self.assigned else None
+        self.restarts[replica] = sync.after_restart(
+            self.restarts.get(replica, sync.RestartState()), now, self.rng.random(),
+            base=policy.backoff if policy else sync.RESTART_BASE, cap=policy.max_backoff if policy else sync.RESTART_CAP)
 
     async def _apply(self, replica: str, action: sync.Action) -> None:
         try:
@@ -138,6 +156,7 @@ class NodeAgent:
                     action.assignment, lambda text: self.pulling.__setitem__(replica, text))
             elif isinstance(action, sync.Restart):
                 log.info("restarting crashed %s", replica)
+                await self._keep_previous(replica, action.container_id)
                 await self.runtime.start(action.container_id)
             else:
                 log.info("removing %s: %s", replica, action.reason)
@@ -147,8 +166,7 @@ class NodeAgent:
             log.warning("%s: %s", replica, e)
             self.errors[replica] = str(e)
             if isinstance(action, sync.Create):
-                self.restarts[replica] = sync.after_restart(
-                    self.restarts.get(replica, sync.RestartState()), time.monotonic(), self.rng.random())
+                self._back_off(replica, time.monotonic())
         finally:
             self.finished_at[replica] = time.monotonic()
             self.pulling.pop(replica, None)
@@ -190,7 +208,7 @@ class NodeAgent:
                     pass
 
     def _forget(self, assignments: dict[str, Assignment]) -> None:
-        for table in (self.restarts, self.errors, self.logs, self.finished_at):
+        for table in (self.restarts, self.errors, self.logs, self.finished_at, self.previous):
             for replica in [r for r in table if r not in assignments]:
                 del table[replica]
         for replica in [r for r, task in self.in_flight.items() if task.done()]:
@@ -248,6 +266,7 @@ class NodeAgent:
             "endpoint": endpoint if a.port else None, "error": self.errors.get(a.id), "probe": probe,
             "progress": self.pulling.get(a.id), "draining": a.draining_since is not None,
             "logs": self.logs.get(a.id, (0, None))[1] if not healthy else None,
+            "previous": self.previous.get(a.id),
         }
 
     async def _publish(self, assignments: dict[str, Assignment], containers: list[Container],

@@ -353,6 +353,20 @@ async def list_images(request: web.Request) -> web.Response:
     return web.json_response(rows)
 
 
+async def drain_node(request: web.Request) -> web.Response:
+    """Move every replica off the node, health-gated like a rolling update; `undrain` ends it."""
+    store, name = request.app[STORE], request.match_info["name"]
+    known = {n["name"] for n in await store.values(keys.prefix("nodes"))}
+    known |= {n["name"] for n in await store.values(keys.prefix("nodes-seen"))}
+    if name not in known:
+        return error(404, f"no node named {name}")
+    if request.match_info["verb"] == "drain":
+        await store.put(keys.drain_key(name), {"node": name, "since": time.time()})
+    else:
+        await store.delete(keys.drain_key(name))
+    return web.json_response({"node": name, "draining": request.match_info["verb"] == "drain"})
+
+
 async def list_nodes(request: web.Request) -> web.Response:
     snapshot = await _snapshot(request.app[STORE])
     return web.json_response(_node_rows(snapshot))
@@ -378,6 +392,8 @@ async def _snapshot(store: Store) -> dict[str, Any]:
     statuses = {s["id"]: s for s in await store.values(keys.prefix("status"))}
     return {
         "nodes": nodes,
+        "seen_nodes": {n["name"]: n for n in await store.values(keys.prefix("nodes-seen"))},
+        "drains": {e.key.rsplit("/", 1)[1] for e in (await store.list(keys.prefix("drains")))[0].values()},
         "assignments": await store.values(keys.prefix("assignments")),
         "statuses": statuses,
         "routers": await store.values(keys.prefix("routers")),
@@ -406,11 +422,15 @@ async def _app_summary(request: web.Request, app: dict[str, Any], snapshot: dict
 
 
 def _node_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """Live nodes, and nodes seen before whose lease expired (lost)."""
     rows = []
-    for n in sorted(snapshot["nodes"], key=lambda n: n["name"]):
+    live = {n["name"]: n for n in snapshot["nodes"]}
+    lost = {name: {**n, "cpu": 0, "memory": 0} for name, n in snapshot["seen_nodes"].items() if name not in live}
+    for n in sorted([*live.values(), *lost.values()], key=lambda n: n["name"]):
         mine = [a for a in snapshot["assignments"] if a["node"] == n["name"]]
+        state = "lost" if n["name"] in lost else "draining" if n["name"] in snapshot["drains"] else "ready"
         rows.append({
-            "name": n["name"], "address": n["address"], "roles": n.get("roles", []), "state": "ready",
+            "name": n["name"], "address": n["address"], "roles": n.get("roles", []), "state": state,
             "labels": n.get("labels", {}), "cpu": n["cpu"], "memory": n["memory"],
             "cpu_used": round(sum(a["resources"]["cpu"] for a in mine), 3),
             "memory_used": sum(a["resources"]["memory"] for a in mine),
@@ -439,6 +459,7 @@ def make_app(store: Store, token: str, builder: Builder, cluster_domain: str = "
         web.post("/api/v1/apps/{name}/config", set_config),
         web.get("/api/v1/apps/{name}/releases", list_releases),
         web.get("/api/v1/nodes", list_nodes),
+        web.post("/api/v1/nodes/{name}/{verb:drain|undrain}", drain_node),
         web.get("/api/v1/status", cluster_status),
     ])
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -25,6 +26,7 @@ from paas.store import Delete, Entry, Put, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 RESYNC_SECONDS = 2.0
+RESCHEDULE_AFTER = 5    # restarts of one replica on one node before it is placed on another
 
 
 class ReleaseCache:
@@ -71,7 +73,10 @@ def observe(assignments: list[Assignment], statuses: dict[str, dict], routers: l
             routed_by_any.add(a.id)
     available = {a.id for a in assignments if statuses.get(a.id, {}).get("healthy")
                  and (a.port is None or a.id in routed_by_all)}
-    return Observed(available=frozenset(available), routed=frozenset(routed_by_any))
+    crashing = {a.id for a in assignments if statuses.get(a.id, {}).get("restarts", 0) >= RESCHEDULE_AFTER
+                and a.id not in available}
+    return Observed(available=frozenset(available), routed=frozenset(routed_by_any),
+                    crashing=frozenset(crashing))
 
 
 class Reconciler:
@@ -80,6 +85,7 @@ class Reconciler:
         self.releases = ReleaseCache(store)
         self.wakeup = asyncio.Event()
         self.pending_written: dict[str, dict] = {}
+        self.seen_written: set[str] = set()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -112,8 +118,9 @@ class Reconciler:
             release = await self.releases.get(name, entry.value["release"])
             if release is not None:
                 releases[name] = release
-        nodes = {n.name: n for n in map(Node.from_dict, await self.store.values(keys.prefix("nodes")))
-                 if "worker" in n.roles}
+        drained = {e.key.rsplit("/", 1)[1] for e in (await self.store.list(keys.prefix("drains")))[0].values()}
+        nodes = {n.name: dataclasses.replace(n, draining=n.name in drained)
+                 for n in map(Node.from_dict, await self.store.values(keys.prefix("nodes"))) if "worker" in n.roles}
         assignments = [Assignment.from_dict(v) for v in await self.store.values(keys.prefix("assignments"))]
         statuses = {s["id"]: s for s in await self.store.values(keys.prefix("status"))}
         routers = await self.store.values(keys.prefix("routers"))
@@ -123,6 +130,7 @@ class Reconciler:
 
     async def reconcile_once(self) -> Plan | None:
         snap = await self.snapshot()
+        await self._remember_nodes(snap.nodes)
         missing = {a.node for a in snap.assignments} - set(snap.nodes)
         if missing and self.leadership.leader_for() < self.leadership.ttl + 1:
             # a new leader gives agents one lease TTL to show up before it calls their nodes lost
@@ -145,6 +153,14 @@ class Reconciler:
                 log.warning("lost leadership while committing; plan dropped")
         await self._write_pending(plan, snap.releases)
         return plan
+
+    async def _remember_nodes(self, nodes: dict[str, Node]) -> None:
+        """Nodes seen once are remembered (no lease), so `paas nodes` can show a lost one."""
+        for name in set(nodes) - self.seen_written:
+            n = nodes[name]
+            await self.store.put(keys.seen_node_key(name), {"name": name, "address": n.address,
+                                                            "roles": list(n.roles), "first_seen": time.time()})
+            self.seen_written.add(name)
 
     async def _advance_rollouts(self, snap: Snapshot) -> bool:
         """Step every rolling rollout; revert failed ones and start queued releases.

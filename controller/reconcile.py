@@ -206,5 +206,5 @@ def _place_missing(wanted: list[tuple[Release, str, int, frozenset[str]]], nodes
             app=release.app, process=process_name, release=release.number, index=index, node=node,
             image=release.image, command=process.command, env=dict(release.env), port=process.port,
             health=(process.health or Health()) if process.port else None, resources=process.resources,
-            drain=process.drain, stop_timeout=process.stop_timeout))
+            drain=process.drain, stop_timeout=process.stop_timeout, restart=release.spec.restart))
     return created, pending

@@ -28,7 +28,8 @@ def replica_rows(assignments: Iterable[Mapping[str, Any]], statuses: Mapping[str
             "routed": routed, "image": a["image"], "endpoint": s.get("endpoint"),
             "restarts": s.get("restarts", 0), "exit_code": s.get("exit_code"),
             "oom_killed": s.get("oom_killed", False), "error": s.get("error"), "probe": s.get("probe"),
-            "container": s.get("container"),
+            "container": s.get("container"), "logs": s.get("logs"), "previous": s.get("previous"),
+            "progress": s.get("progress"),
         })
     return rows
 

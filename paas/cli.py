@@ -274,11 +274,17 @@ def cmd_ps(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(app["replicas"])
         return 0
-    table = Table("REPLICA", "PROCESS", "REL", "NODE", "STATE", "HEALTHY", "ROUTED", "RESTARTS", "ENDPOINT")
+    table = Table("REPLICA", "PROCESS", "REL", "NODE", "STATE", "HEALTHY", "ROUTED", "RESTARTS", "LAST EXIT",
+                  "ENDPOINT")
     for r in app["replicas"]:
+        previous = r.get("previous") or {}
+        exit_code = r["exit_code"] if r["state"] != "running" else previous.get("exit_code")
+        last_exit = "" if exit_code is None else str(exit_code)
+        if r.get("oom_killed") or previous.get("oom_killed"):
+            last_exit += " (OOM-killed)"
         table.add_row(r["id"], r["process"], f"v{r['release']}", r["node"], r["state"],
                       "yes" if r["healthy"] else "no", "yes" if r["routed"] else "-",
-                      str(r["restarts"]), r["endpoint"] or "")
+                      str(r["restarts"]), last_exit, r["endpoint"] or "")
     out.print(table)
     for slot, reason in app["rollout"]["pending"].items():
         out.print(f"{slot}: pending: {reason}", markup=False)
@@ -386,6 +392,51 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    client = _client()
+    client.drain(args.node, args.verb == "drain")
+    if args.verb == "undrain":
+        out.print(f"{args.node} takes replicas again")
+        return 0
+    deadline = time.monotonic() + args.timeout
+    with err.status(f"draining {args.node}") as status:
+        while time.monotonic() < deadline:
+            left = [r for a in client.apps() for r in a["replicas"] if r["node"] == args.node]
+            if not left:
+                out.print(f"[green]{args.node} is drained[/]: no replica runs there")
+                return 0
+            status.update(f"draining {args.node}: {len(left)} replica(s) left")
+            time.sleep(0.5)
+    err.print(f"[red]{args.node} still runs replicas after {args.timeout:g}s[/] (see `paas ps APP` for why)")
+    return 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    app = _client().app(args.app)
+    shown = 0
+    for r in app["replicas"]:
+        if args.replica and not r["id"].startswith(args.replica):
+            continue
+        if args.previous:
+            previous = r.get("previous")
+            if not previous:
+                continue
+            oom = ", OOM-killed" if previous.get("oom_killed") else ""
+            print(f"==> {r['id']} on {r['node']}: previous container exited {previous.get('exit_code')}{oom} "
+                  f"at {previous.get('finished_at')}")
+            lines = previous.get("logs") or []
+        else:
+            print(f"==> {r['id']} on {r['node']}: {r['state']}")
+            lines = r.get("logs") or []
+        for line in lines[-args.tail:]:
+            print(line)
+        shown += 1
+    if not shown:
+        what = "no replica has a previous (crashed) container" if args.previous else "no replica matches"
+        err.print(f"{args.app}: {what}")
+    return 0
+
+
 def cmd_nodes(args: argparse.Namespace) -> int:
     nodes = _client().nodes()
     if args.json:
@@ -453,6 +504,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_ in (("apps", cmd_apps, "list apps"), ("nodes", cmd_nodes, "list nodes"),
                             ("status", cmd_status, "cluster status: etcd, leader, nodes, routers, apps")):
         add(name, fn, help_).add_argument("--json", action="store_true", help="machine-readable output")
+    sp = add("node", cmd_node, "paas node drain NODE: move every replica off the node, health-gated, and "
+             "wait; paas node undrain NODE: let it take replicas again")
+    sp.add_argument("verb", choices=["drain", "undrain"])
+    sp.add_argument("node")
+    sp.add_argument("--timeout", type=float, default=300, help="seconds to wait for the drain")
+    sp = add("logs", cmd_logs, "the last log lines the agents kept: --previous shows the exit and last lines "
+             "of each replica's crashed container; without it, lines of replicas that fail now")
+    sp.add_argument("app")
+    sp.add_argument("--previous", action="store_true", help="the last crashed container of each replica")
+    sp.add_argument("--replica", help="only replicas whose id starts with this")
+    sp.add_argument("--tail", type=int, default=50, help="lines per replica")
     sp = add("ps", cmd_ps, "list the replicas of an app")
     sp.add_argument("app")
     sp.add_argument("--json", action="store_true", help="machine-readable output")

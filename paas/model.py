@@ -54,6 +54,12 @@ class Rollout:
 
 
 @dataclass(frozen=True)
+class RestartPolicy:
+    backoff: float = 1.0          # first delay before a crashed container starts again
+    max_backoff: float = 60.0     # the delay doubles up to this
+
+
+@dataclass(frozen=True)
 class AppSpec:
     name: str
     processes: Mapping[str, Process]
@@ -63,6 +69,7 @@ class AppSpec:
     domains: tuple[str, ...] = ()
     node_labels: Mapping[str, str] = field(default_factory=dict)   # spec: constraints.node_labels
     rollout: Rollout = field(default_factory=Rollout)
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -90,6 +97,7 @@ class AppSpec:
             domains=tuple(d.get("domains", ())),
             node_labels=dict(d.get("node_labels", {})),
             rollout=Rollout(**d.get("rollout", {})),
+            restart=RestartPolicy(**d.get("restart", {})),
         )
 
 
@@ -135,6 +143,7 @@ class Assignment:
     drain: float = 5.0
     stop_timeout: float = 10.0
     draining_since: float | None = None     # wall clock; set when it leaves the router before it stops
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -149,7 +158,7 @@ class Assignment:
             health=Health(**d["health"]) if d.get("health") else None,
             resources=Resources(**d.get("resources", {})),
             drain=d.get("drain", 5.0), stop_timeout=d.get("stop_timeout", 10.0),
-            draining_since=d.get("draining_since"),
+            draining_since=d.get("draining_since"), restart=RestartPolicy(**d.get("restart", {})),
         )
 
 

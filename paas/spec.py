@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from paas.model import AppSpec, Build, Health, Process, Resources, Rollout
+from paas.model import AppSpec, Build, Health, Process, Resources, RestartPolicy, Rollout
 
 MAX_SPEC_BYTES = 64 * 1024
 MAX_NODES = 10_000
@@ -326,7 +326,7 @@ class _Reader:
         return self.app(root)
 
     def app(self, root: MappingNode) -> AppSpec | None:
-        known = ("name", "build", "image", "processes", "env", "domains", "constraints", "rollout")
+        known = ("name", "build", "image", "processes", "env", "domains", "constraints", "rollout", "restart")
         f = self.fields(root, "", known, required=("name", "processes"))
         if "build" in f and "image" in f:
             self.add(f["image"], "image", "give either 'build' or 'image', not both")
@@ -347,7 +347,21 @@ class _Reader:
             domains=self.get(f, "domains", "", self.domains, default=()),
             node_labels=self.get(f, "constraints", "", self.constraints, default={}),
             rollout=self.get(f, "rollout", "", self.rollout, default=Rollout()),
+            restart=self.get(f, "restart", "", self.restart, default=RestartPolicy()),
         )
+
+    def restart(self, node: Node, path: str) -> RestartPolicy | None:
+        """Crashed containers start again after backoff, doubling up to max_backoff (with jitter)."""
+        f = self.fields(node, path, ("backoff", "max_backoff"))
+        before = len(self.problems)
+        backoff = self.get(f, "backoff", path, self.convert, parse_duration, 0.1, 600.0, ("0.1s", "600s"),
+                           default=1.0)
+        cap = self.get(f, "max_backoff", path, self.convert, parse_duration, 0.1, 3600.0, ("0.1s", "3600s"),
+                       default=60.0)
+        if len(self.problems) == before and cap < backoff:
+            self.add(f.get("max_backoff", node), _join(path, "max_backoff"),
+                     f"must not be shorter than backoff ({backoff:g}s), got {cap:g}s")
+        return RestartPolicy(backoff=backoff, max_backoff=cap)
 
     def image(self, node: Node, path: str) -> str | None:
         return self.matching(node, path, _IMAGE_RE, "expected [host[:port]/]path[:tag][@sha256:digest], at most "

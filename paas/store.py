@@ -59,6 +59,14 @@ def build_key(app: str, source_hash: str) -> str:
     return f"{PREFIX}/builds/{app}/{source_hash}"
 
 
+def drain_key(node: str) -> str:
+    return f"{PREFIX}/drains/{node}"
+
+
+def seen_node_key(node: str) -> str:
+    return f"{PREFIX}/nodes-seen/{node}"
+
+
 def scheduling_key(app: str) -> str:
     return f"{PREFIX}/scheduling/{app}"
 
