@@ -14,18 +14,35 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, problems: list[str] | None = None):
         super().__init__(message)
         self.status, self.message, self.problems = status, message, problems or []
+        self.refused = False     # the connection was refused: nothing reached the controller
 
 
 class Client:
     def __init__(self, url: str, token: str, timeout: float = 30.0):
-        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+        """`url`: one controller, or several separated by commas: a refused connection
+        (a controller down) moves on to the next, so any live controller answers."""
+        self.urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()]
+        self.url, self.token, self.timeout = self.urls[0], token, timeout
 
     def _open(self, method: str, path: str, data: Any = None, headers: dict[str, str] | None = None,
               timeout: float | None = None):
-        req = urllib.request.Request(f"{self.url}/api/v1{path}", data=data, method=method, headers={
+        start = self.urls.index(self.url)
+        for url in self.urls[start:] + self.urls[:start]:
+            try:
+                return self._open_one(url, method, path, data, headers, timeout)
+            except ApiError as e:
+                if not e.refused or url == (self.urls[start:] + self.urls[:start])[-1]:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _open_one(self, url: str, method: str, path: str, data: Any, headers: dict[str, str] | None,
+                  timeout: float | None):
+        req = urllib.request.Request(f"{url}/api/v1{path}", data=data, method=method, headers={
             "Authorization": f"Bearer {self.token}", "Content-Type": "application/json", **(headers or {})})
         try:
-            return urllib.request.urlopen(req, timeout=timeout or self.timeout)
+            resp = urllib.request.urlopen(req, timeout=timeout or self.timeout)
+            self.url = url
+            return resp
         except urllib.error.HTTPError as e:
             try:
                 payload = json.loads(e.read())
@@ -34,8 +51,10 @@ class Client:
             raise ApiError(e.code, payload.get("error", str(e.reason)), payload.get("problems")) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise ApiError(0, f"the controller is not reachable at {self.url} ({reason}); "
-                              "start the cluster with `paas up`") from None
+            error = ApiError(0, f"the controller is not reachable at {', '.join(self.urls)} ({reason}); "
+                                "start the cluster with `paas up`")
+            error.refused = isinstance(reason, ConnectionRefusedError)
+            raise error from None
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -108,3 +127,32 @@ class Client:
 
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/status")
+
+    # -- SSH keys allowed to `git push` ---------------------------------------------------
+
+    def keys(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/keys")
+
+    def add_key(self, key: str, name: str | None = None) -> dict[str, Any]:
+        return self._call("POST", "/keys", {"key": key, "name": name})
+
+    def remove_key(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/keys/{urllib.parse.quote(name, safe='')}")
+
+
+def rollout_outcome(app: dict[str, Any], number: int) -> str:
+    """Where release `number` stands in an app as `Client.app` returns it: "done",
+    "failed" (rolled back or failed; app["deploy"] says why), "superseded" (a newer
+    release took over), "queued" (behind the rollout under way) or "rolling".
+    The rules `paas deploy` waits by."""
+    deploy, r = app.get("deploy") or {}, app["rollout"]
+    mine = deploy.get("release") == number
+    if mine and deploy.get("phase") in ("rolled-back", "failed"):
+        return "failed"
+    if app.get("queued") and app["queued"] > number or deploy.get("release", 0) > number:
+        return "superseded"
+    if app.get("queued") == number:
+        return "queued"
+    if app["release"] == number and r["ready"] and (not mine or deploy.get("phase") == "done"):
+        return "done"
+    return "rolling"
