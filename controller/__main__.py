@@ -30,6 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--build-memory", type=int, default=2048, help="memory cap of one build, MiB")
     p.add_argument("--build-cpus", type=float, default=1.0, help="cpu cap of one build, cores")
     p.add_argument("--procfile-base", help="base image of Procfile apps (default <registry>/paas/python:3)")
+    p.add_argument("--git-listen", help="address of the git server (`git push` over SSH), e.g. "
+                   "127.0.0.1:2222; none by default")
+    p.add_argument("--git-host-key", help="the git server's SSH host key, made when missing "
+                   "(default: <git-dir>/../git_host_ed25519_key)")
+    p.add_argument("--git-dir", default="git", help="directory of the bare repositories <app>.git")
+    p.add_argument("--git-branch", default="main", help="the branch whose pushes deploy")
     return p.parse_args(argv)
 
 
@@ -45,6 +51,20 @@ async def main(args: argparse.Namespace) -> None:
     host, _, port = args.listen.rpartition(":")
     await web.TCPSite(runner, host, int(port)).start()
     logging.info("controller %s: API on http://%s", args.id, args.listen)
+    git = None
+    if args.git_listen:
+        from controller.gitserver import BRANCH, GitServer
+        if not BRANCH.match(args.git_branch):
+            raise SystemExit(f"--git-branch: not a branch name: {args.git_branch!r}")
+        git_dir = Path(args.git_dir).resolve()
+        api_host = host if host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        git = GitServer(store, f"http://{api_host}:{port}", token, git_dir,
+                        Path(args.git_host_key or git_dir.parent / "git_host_ed25519_key"), args.git_branch)
+        try:
+            await git.start(args.git_listen)
+        except OSError as e:     # the API and the loops still serve: say it and go on without git
+            logging.error("git server: cannot listen on %s: %s", args.git_listen, e)
+            git = None
     main_task = asyncio.current_task()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
@@ -54,6 +74,8 @@ async def main(args: argparse.Namespace) -> None:
     except asyncio.CancelledError:
         logging.info("controller %s: stopping", args.id)
     finally:
+        if git is not None:
+            git.close()
         await leadership.resign()
         await runner.cleanup()
 

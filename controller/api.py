@@ -462,4 +462,6 @@ def make_app(store: Store, token: str, builder: Builder, cluster_domain: str = "
         web.post("/api/v1/nodes/{name}/{verb:drain|undrain}", drain_node),
         web.get("/api/v1/status", cluster_status),
     ])
+    from controller.keys_api import add_key_routes  # here: keys_api imports this module
+    add_key_routes(app)
     return app

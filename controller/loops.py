@@ -86,6 +86,7 @@ class Reconciler:
         self.wakeup = asyncio.Event()
         self.pending_written: dict[str, dict] = {}
         self.seen_written: set[str] = set()
+        self.draining: list[Assignment] = []
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -107,9 +108,14 @@ class Reconciler:
             except Exception:
                 log.exception("reconcile pass failed")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RESYNC_SECONDS):
+                async with asyncio.timeout(self.next_pass_in()):
                     await self.wakeup.wait()
             self.wakeup.clear()
+
+    def next_pass_in(self) -> float:
+        """The resync period, or sooner when a draining replica's grace ends (no event says so)."""
+        ends = [a.draining_since + a.drain - time.time() for a in self.draining]
+        return max(0.05, min([RESYNC_SECONDS, *ends]))
 
     async def snapshot(self) -> Snapshot:
         apps = {e.value["spec"]["name"]: e for e in (await self.store.list(keys.prefix("apps")))[0].values()}
@@ -138,6 +144,7 @@ class Reconciler:
             return None
         if await self._advance_rollouts(snap):
             return None   # an app changed release: plan from a fresh snapshot next pass
+        self.draining = [a for a in snap.assignments if a.draining_since is not None]
         scale = {name: e.value.get("scale", {}) for name, e in snap.apps.items()}
         plan = plan_assignments(snap.releases, snap.nodes, snap.assignments, snap.observed, time.time(),
                                 suffix=lambda: secrets.token_hex(2), scale=scale)
@@ -151,6 +158,7 @@ class Reconciler:
                         log.info("%s %s on %s", verb, a.id, a.node)
             else:
                 log.warning("lost leadership while committing; plan dropped")
+        self.draining += plan.drain
         await self._write_pending(plan, snap.releases)
         return plan
 

@@ -72,6 +72,7 @@ def plan_assignments(releases: Mapping[str, Release], nodes: Mapping[str, Node],
             by_process.setdefault((a.app, a.process), []).append(a)
 
     keep: list[Assignment] = []
+    staying: list[Assignment] = []     # current replicas: what an app's spread is counted from
     drain: list[Assignment] = []
     wanted: list[tuple[Release, str, int, frozenset[str]]] = []
     for app, release in sorted(releases.items()):
@@ -79,11 +80,12 @@ def plan_assignments(releases: Mapping[str, Release], nodes: Mapping[str, Node],
             count = (scale or {}).get(app, {}).get(name, process.replicas)
             step = _roll_process(release, name, count, by_process.get((app, name), []), observed, now, nodes)
             keep += step.keep
+            staying += step.current
             drain += step.drain
             delete += step.delete
             wanted += [(release, name, i, step.avoid.get(i, frozenset())) for i in step.missing]
 
-    created, pending = _place_missing(wanted, nodes, keep + drain, suffix)
+    created, pending = _place_missing(wanted, nodes, keep + drain, {a.id for a in staying}, suffix)
     return Plan(create=tuple(created), drain=tuple(drain), delete=tuple(delete), pending=pending)
 
 
@@ -94,6 +96,7 @@ class _Step:
     delete: list[Assignment] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)
     avoid: dict[int, frozenset[str]] = field(default_factory=dict)   # slot -> nodes it moves off
+    current: list[Assignment] = field(default_factory=list)
 
 
 def _roll_process(release: Release, process: str, count: int, existing: list[Assignment],
@@ -131,6 +134,7 @@ def _roll_process(release: Release, process: str, count: int, existing: list[Ass
         else:
             step.keep.append(a)
     step.keep += current
+    step.current = current
 
     missing = [i for i in range(count) if i not in taken]
     room = count + rollout.max_surge - len(current) - len(active) if active else len(missing)
@@ -176,8 +180,11 @@ def _retire(a: Assignment, now: float, step: _Step, observed: Observed) -> None:
 
 
 def _place_missing(wanted: list[tuple[Release, str, int, frozenset[str]]], nodes: Mapping[str, Node],
-                   keep: list[Assignment], suffix: Callable[[], str]
+                   keep: list[Assignment], staying: set[str], suffix: Callable[[], str]
                    ) -> tuple[list[Assignment], dict[str, dict[str, str]]]:
+    """Place the missing slots. Every kept replica uses its node's resources, but only
+    replicas that stay count for spread: a replica on its way out does not push its
+    replacement onto a node that already runs a new one."""
     states = {n.name: NodeState(name=n.name, cpu=n.cpu, memory=n.memory, labels=dict(n.labels),
                                 roles=tuple(n.roles), draining=n.draining, app_counts={})
               for n in nodes.values()}
@@ -185,7 +192,8 @@ def _place_missing(wanted: list[tuple[Release, str, int, frozenset[str]]], nodes
         s = states[a.node]
         s.used_cpu += a.resources.cpu
         s.used_memory += a.resources.memory
-        s.app_counts[a.app] = s.app_counts.get(a.app, 0) + 1
+        if a.id in staying:
+            s.app_counts[a.app] = s.app_counts.get(a.app, 0) + 1
     demands = []
     for release, process_name, index, avoid in wanted:
         res = release.spec.processes[process_name].resources

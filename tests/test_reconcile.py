@@ -118,6 +118,8 @@ def test_rolling_update_keeps_n_available_and_at_most_n_plus_surge_running():
     world = World({"web": release(spec(), 2)}, ns, v1).run()
     assert sorted((a.release, a.index) for a in world.assignments) == [(2, 0), (2, 1), (2, 2)]
     assert all(serving >= 3 and running <= 4 for serving, running in world.history[:-1]), world.history
+    # each new replica lands where an old one leaves: no move is needed afterwards
+    assert sorted(a.node for a in world.assignments) == ["n1", "n2", "n3"] and len(world.history) <= 8
 
 
 def test_max_unavailable_without_surge_never_runs_more_than_n():
