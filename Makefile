@@ -17,6 +17,8 @@ lint:
 bench: setup
 	.venv/bin/python benchmarks/scheduler.py
 	.venv/bin/python benchmarks/deploy.py
+	.venv/bin/python benchmarks/build.py
+	.venv/bin/python benchmarks/rollout.py
 
 down:
 	.venv/bin/paas down
