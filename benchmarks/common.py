@@ -48,6 +48,7 @@ def cluster_env(name: str, port_offset: int) -> dict[str, str]:
         "PAAS_ROUTER_LISTEN": f"127.0.0.1:{18080 + 100 * port_offset}",
         "PAAS_REGISTRY": f"127.0.0.1:{15000 + 100 * port_offset}",
         "PAAS_NODES": ",".join(f"127.0.0.{first_node + i}" for i in range(3)),
+        "PAAS_GIT_PORT": str(12222 + 100 * port_offset),
     }
 
 
@@ -104,7 +105,7 @@ def ports_in_use(env: dict[str, str]) -> list[str]:
     """The cluster's 127.0.0.1 ports that something already listens on."""
     etcd = int(env["PAAS_ETCD_PORT"])
     addresses = [f"127.0.0.1:{etcd}", f"127.0.0.1:{etcd + 1}", f"127.0.0.1:{env['PAAS_API_PORT']}",
-                 env["PAAS_ROUTER_LISTEN"], env["PAAS_REGISTRY"]]
+                 env["PAAS_ROUTER_LISTEN"], env["PAAS_REGISTRY"], f"127.0.0.1:{env['PAAS_GIT_PORT']}"]
     busy = []
     for address in addresses:
         host, _, port = address.rpartition(":")

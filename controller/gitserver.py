@@ -312,12 +312,10 @@ class GitServer:
             say(f"{app}: cached {cached['digest']} (source {packed.source_hash[:16]}), no build")
             return packed.source_hash
         say(f"{app}: building ({packed.files} files, {packed.size / 1024:.0f} KiB)")
-        streamed = False
         for event in self.client.build(app, packed.source_hash, dockerfile, packed.file, packed.size):
             if "error" in event:
+                # its log_tail has already been relayed line by line
                 say(f"build of {app} failed" + (f" at {event['step']}" if event.get("step") else ""))
-                for line in [] if streamed else event.get("log_tail") or []:
-                    say(f"  {line}")
                 say(f"error: {event['error']}")
                 return None
             if "done" in event:
@@ -325,7 +323,6 @@ class GitServer:
                 return packed.source_hash
             if "log" in event or "status" in event:
                 say(f"  {event.get('log') or event['status']}")
-                streamed = True
         say(f"build of {app} ended without a result")
         return None
 

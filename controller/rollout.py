@@ -43,13 +43,15 @@ def rollout_step(rollout: Mapping[str, Any], seen: ReleaseObservation, now: floa
     r = dict(rollout)
     if r["phase"] != ROLLING:
         return r
-    if seen.available > r["available"]:
-        r["available"], r["progress_at"] = seen.available, now
+    if seen.available > r["available"] or seen.old_left < r.get("old_left", seen.old_left):
+        r["available"], r["progress_at"] = max(seen.available, r["available"]), now
+    r["old_left"] = seen.old_left
     if seen.available >= seen.desired and seen.old_left == 0:
         r.update(phase=DONE, finished=now)
         return r
     crashed = [row for row in seen.failing if broken(row)]
-    stalled = now - r["progress_at"] > r["deadline"]
+    # with every new replica available, only old ones draining are left: that is not a stall
+    stalled = now - r["progress_at"] > r["deadline"] and seen.available < seen.desired
     if not crashed and not stalled:
         return r
     if crashed:

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from paas import localcluster
+from paas import cli_git, localcluster
 from paas.baseimage import BaseImageError, ensure_base_image, ensure_python_base_image
 from paas.client import ApiError, Client
 from paas.context import ContextError, pack_context
@@ -542,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("destroy", cmd_destroy, "delete an app: every container and route of it goes")
     sp.add_argument("app")
     sp.add_argument("--timeout", type=float, default=120, help="seconds to wait for its containers to go")
+    cli_git.register(sub, add)
     return p
 
 

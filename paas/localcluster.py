@@ -40,6 +40,7 @@ class ClusterConfig:
     node_memory_mib: int = 2048
     node_cpu: float = 2.0
     lease_ttl: int = 5
+    git_port: int = 2222
 
     @property
     def etcd(self) -> str:
@@ -58,6 +59,7 @@ class ClusterConfig:
         c.api_port = int(env.get("PAAS_API_PORT", c.api_port))
         c.router_listen = env.get("PAAS_ROUTER_LISTEN", c.router_listen)
         c.registry = env.get("PAAS_REGISTRY", c.registry)
+        c.git_port = int(env.get("PAAS_GIT_PORT", c.git_port))
         if env.get("PAAS_NODES"):
             c.nodes = env["PAAS_NODES"].split(",")
         return c
@@ -226,7 +228,9 @@ def up(home: Path, config: ClusterConfig, say: Callable[[str], None]) -> Cluster
     say(f"controller on {config.api_url}")
     sup.start("controller", [py, "-m", "controller", "--etcd", config.etcd, "--listen", f"127.0.0.1:{config.api_port}",
                              "--token-file", str(token_file), "--cluster-domain", config.cluster_domain,
-                             "--ttl", str(config.lease_ttl), "--registry", config.registry])
+                             "--ttl", str(config.lease_ttl), "--registry", config.registry,
+                             "--git-listen", f"127.0.0.1:{config.git_port}", "--git-dir", str(home / "git"),
+                             "--git-host-key", str(home / "git_host_ed25519_key")])
     wait_until("controller", lambda: http_ok(f"{config.api_url}/api/v1/health"), 30,
                sup.log_dir / "controller.log")
 

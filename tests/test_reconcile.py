@@ -313,3 +313,28 @@ def test_a_replica_crashing_on_its_node_is_placed_on_another():
     plan = plan_assignments(rels, ns, [a], Observed(crashing=frozenset({a.id})), 0.0, counter())
     assert [d.id for d in plan.delete] == [a.id]
     assert [(c.index, c.node != a.node) for c in plan.create] == [(0, True)]
+
+
+# -- rollout state machine -----------------------------------------------------------------
+
+def test_rollout_is_done_when_every_new_replica_is_available_and_no_old_is_left():
+    from controller import rollout as ro
+    r = ro.start_rollout(2, 1, deadline=5, now=0)
+    r = ro.rollout_step(r, ro.ReleaseObservation(desired=2, available=2, old_left=1), now=1)
+    assert r["phase"] == ro.ROLLING
+    r = ro.rollout_step(r, ro.ReleaseObservation(desired=2, available=2, old_left=1), now=30)
+    assert r["phase"] == ro.ROLLING          # old ones still draining: not a stall
+    assert ro.rollout_step(r, ro.ReleaseObservation(desired=2, available=2, old_left=0), now=31)["phase"] == ro.DONE
+
+
+def test_rollout_without_progress_or_with_a_crash_rolls_back():
+    from controller import rollout as ro
+    r = ro.start_rollout(2, 1, deadline=5, now=0)
+    stalled = ro.rollout_step(r, ro.ReleaseObservation(desired=2, available=0, old_left=2,
+                                                       failing=[{"id": "x", "state": "running"}]), now=6)
+    assert stalled["phase"] == ro.ROLLED_BACK and "no new replica became available for 5s" in stalled["reason"]
+    crashed = ro.rollout_step(r, ro.ReleaseObservation(desired=2, available=0, old_left=2,
+                                                       failing=[{"id": "x", "state": "crash-looping"}]), now=1)
+    assert crashed["phase"] == ro.ROLLED_BACK and crashed["failing"][0]["id"] == "x"
+    first = ro.rollout_step(ro.start_rollout(1, None, 5, 0), ro.ReleaseObservation(1, 0, 0), now=6)
+    assert first["phase"] == ro.FAILED        # nothing to go back to
