@@ -50,9 +50,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     home = localcluster.paas_home()
     with err.status("starting the local cluster") as status:
         config = localcluster.up(home, localcluster.ClusterConfig.from_env(),
-                                 lambda msg: status.update(f"starting the local cluster: {msg}"))
+                                 lambda msg: status.update(f"starting the local cluster: {msg}"),
+                                 controllers=args.controllers, etcd_members=args.etcd_members)
     out.print(f"[green]cluster up[/]: API {config.api_url}, router http://{config.router_listen}, "
-              f"registry {config.registry}, nodes {', '.join(config.nodes)}; state in {home}")
+              f"registry {config.registry}, etcd {config.etcd}, nodes {', '.join(config.nodes)}, "
+              f"git ssh://git@127.0.0.1:{config.git_port}; state in {home}")
     return 0
 
 
@@ -483,8 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    add("up", cmd_up, "start the local cluster: dockerd (if needed), etcd, registry, controller, "
-        "3 agents (127.0.0.11-13), router on 127.0.0.1:8080")
+    sp = add("up", cmd_up, "start the local cluster: dockerd (if needed), etcd, registry, controller, "
+             "3 agents (127.0.0.11-13), router on 127.0.0.1:8080, git on 127.0.0.1:2222; idempotent: "
+             "starts only what is not running")
+    sp.add_argument("--controllers", type=int, choices=range(1, 6), metavar="N",
+                    help="controllers to run (one leads, the others stand by; API ports 7070, 7071, ...)")
+    sp.add_argument("--etcd-members", type=int, choices=(1, 3, 5), metavar="N",
+                    help="etcd members (1, 3 or 5), chosen when the cluster is first made")
     add("down", cmd_down, "stop everything `paas up` started; apps stay in etcd")
     sp = add("base-image", cmd_base_image, "build the base images and push them to the cluster registry: "
              "<registry>/paas/busybox (from busybox-static) and <registry>/paas/python:3 (Debian with "

@@ -41,14 +41,21 @@ class ClusterConfig:
     node_cpu: float = 2.0
     lease_ttl: int = 5
     git_port: int = 2222
+    controllers: int = 1
+    etcd_members: int = 1
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return [f"127.0.0.1:{self.etcd_port + 10 * i}" for i in range(self.etcd_members)]
 
     @property
     def etcd(self) -> str:
-        return f"127.0.0.1:{self.etcd_port}"
+        return ",".join(self.etcd_endpoints)
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        """Every controller's API; the CLI moves on when one refuses."""
+        return ",".join(f"http://127.0.0.1:{self.api_port + i}" for i in range(self.controllers))
 
     @staticmethod
     def from_env() -> ClusterConfig:
@@ -166,37 +173,77 @@ def docker_running() -> bool:
     return subprocess.run(["docker", "version"], capture_output=True, timeout=20).returncode == 0
 
 
-def up(home: Path, config: ClusterConfig, say: Callable[[str], None]) -> ClusterConfig:
+def up(home: Path, config: ClusterConfig, say: Callable[[str], None], controllers: int | None = None,
+       etcd_members: int | None = None) -> ClusterConfig:
     for tool in ("etcd", "nginx", "docker-registry", "dockerd", "docker"):
         if shutil.which(tool) is None:
             raise ClusterError(f"`{tool}` is not installed; run `make setup` (apt: docker.io etcd-server "
                                "nginx docker-registry busybox-static)")
-    home.mkdir(parents=True, exist_ok=True)
-    existing = load_config(home)
-    if existing is not None:
-        config = existing     # a running cluster keeps its ports and addresses
-    config_path(home).write_text(json.dumps(asdict(config), indent=2))
+    config = _settle_config(home, config, controllers, etcd_members)
     token_file = home / "token"
     if not token_file.exists():
         token_file.write_text(secrets.token_urlsafe(32))
         token_file.chmod(0o600)
     sup = Supervisor(home)
-    py = sys.executable
-
     if not docker_running():
         say("starting dockerd")
         sup.start("dockerd", ["dockerd"])
         wait_until("dockerd", docker_running, 60, sup.log_dir / "dockerd.log")
+    _start_etcd(sup, home, config, say)
+    _start_registry(sup, home, config, say)
+    say("base images")
+    baseimage.ensure_base_image(config.registry, say)
+    baseimage.ensure_python_base_image(config.registry, say)   # debootstrap: about a minute, once per machine
+    _start_agents(sup, home, config, say)      # agents first: a new controller finds every node registered
+    _start_controllers(sup, home, config, token_file, say)
+    return config
 
+
+def _settle_config(home: Path, config: ClusterConfig, controllers: int | None,
+                   etcd_members: int | None) -> ClusterConfig:
+    """A running cluster keeps its ports and addresses; the number of controllers may change."""
+    home.mkdir(parents=True, exist_ok=True)
+    existing = load_config(home)
+    if existing is not None:
+        if etcd_members is not None and etcd_members != existing.etcd_members:
+            raise ClusterError(f"this cluster has {existing.etcd_members} etcd member(s); the number is chosen "
+                               f"when the cluster is first made (paas down, then remove {home})")
+        config = existing
+    if controllers is not None:
+        config.controllers = controllers
+    if etcd_members is not None and existing is None:
+        config.etcd_members = etcd_members
+    config_path(home).write_text(json.dumps(asdict(config), indent=2))
+    return config
+
+
+def _start(sup: Supervisor, name: str, argv: list[str], listen: str) -> None:
+    """Start unless running; refuse when another process holds its address, so two
+    clusters never mistake each other's services for their own."""
+    if sup.pid(name) is None and tcp_open(listen):
+        raise ClusterError(f"cannot start {name}: {listen} is in use by a process this $PAAS_HOME ({sup.home}) "
+                           "did not start; another paas cluster? stop it, or give this one other ports "
+                           "(PAAS_ETCD_PORT, PAAS_API_PORT, PAAS_ROUTER_LISTEN, PAAS_REGISTRY, PAAS_GIT_PORT)")
+    sup.start(name, argv)
+
+
+def _start_etcd(sup: Supervisor, home: Path, config: ClusterConfig, say: Callable[[str], None]) -> None:
     say(f"etcd on {config.etcd}")
-    peer = f"http://127.0.0.1:{config.etcd_port + 1}"
-    sup.start("etcd", ["etcd", "--name", "paas", "--data-dir", str(home / "etcd"),
-                       "--listen-client-urls", f"http://{config.etcd}",
-                       "--advertise-client-urls", f"http://{config.etcd}",
-                       "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                       "--initial-cluster", f"paas={peer}", "--log-level", "warn"])
-    wait_until("etcd", lambda: http_ok(f"http://{config.etcd}/health"), 30, sup.log_dir / "etcd.log")
+    members = [(f"paas-{i}" if config.etcd_members > 1 else "paas", client, f"http://127.0.0.1:{int(client.rpartition(':')[2]) + 1}")
+               for i, client in enumerate(config.etcd_endpoints)]
+    initial = ",".join(f"{name}={peer}" for name, _, peer in members)
+    for i, (name, client, peer) in enumerate(members):
+        data = home / ("etcd" if config.etcd_members == 1 else f"etcd-{i}")
+        _start(sup, "etcd" if config.etcd_members == 1 else f"etcd-{i}",
+               ["etcd", "--name", name, "--data-dir", str(data), "--listen-client-urls", f"http://{client}",
+                "--advertise-client-urls", f"http://{client}", "--listen-peer-urls", peer,
+                "--initial-advertise-peer-urls", peer, "--initial-cluster", initial,
+                "--initial-cluster-state", "new", "--log-level", "warn"], client)
+    for client in config.etcd_endpoints:
+        wait_until(f"etcd on {client}", lambda c=client: http_ok(f"http://{c}/health"), 30, sup.log_dir)
 
+
+def _start_registry(sup: Supervisor, home: Path, config: ClusterConfig, say: Callable[[str], None]) -> None:
     say(f"registry on {config.registry}")
     registry_conf = home / "registry" / "config.yml"
     registry_conf.parent.mkdir(parents=True, exist_ok=True)
@@ -204,14 +251,12 @@ def up(home: Path, config: ClusterConfig, say: Callable[[str], None]) -> Cluster
         "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
         f"    rootdirectory: {home / 'registry' / 'data'}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: {config.registry}\n")
-    sup.start("registry", ["docker-registry", "serve", str(registry_conf)])
+    _start(sup, "registry", ["docker-registry", "serve", str(registry_conf)], config.registry)
     wait_until("registry", lambda: http_ok(f"http://{config.registry}/v2/"), 30, sup.log_dir / "registry.log")
 
-    say("base images")
-    baseimage.ensure_base_image(config.registry, say)
-    baseimage.ensure_python_base_image(config.registry, say)   # debootstrap: about a minute, once per machine
 
-    # agents first, so a controller starting up finds every node already registered
+def _start_agents(sup: Supervisor, home: Path, config: ClusterConfig, say: Callable[[str], None]) -> None:
+    py = sys.executable
     for i, address in enumerate(config.nodes, start=1):
         say(f"agent node-{i} on {address}")
         sup.start(f"agent-node-{i}", [py, "-m", "agent", "--node", f"node-{i}", "--address", address,
@@ -219,29 +264,37 @@ def up(home: Path, config: ClusterConfig, say: Callable[[str], None]) -> Cluster
                                       "--cpu", str(config.node_cpu), "--memory", str(config.node_memory_mib),
                                       "--ttl", str(config.lease_ttl)])
     say(f"router on {config.router_listen}")
-    sup.start("router", [py, "-m", "agent", "--node", "router", "--role", "router",
-                         "--address", config.router_listen.rpartition(":")[0], "--cluster", config.name,
-                         "--etcd", config.etcd, "--listen", config.router_listen,
-                         "--workdir", str(home / "router"), "--cluster-domain", config.cluster_domain,
-                         "--ttl", str(config.lease_ttl)])
+    _start(sup, "router", [py, "-m", "agent", "--node", "router", "--role", "router",
+                           "--address", config.router_listen.rpartition(":")[0], "--cluster", config.name,
+                           "--etcd", config.etcd, "--listen", config.router_listen,
+                           "--workdir", str(home / "router"), "--cluster-domain", config.cluster_domain,
+                           "--ttl", str(config.lease_ttl)], config.router_listen)
     wait_until("router", lambda: tcp_open(config.router_listen), 30, sup.log_dir / "router.log")
-    say(f"controller on {config.api_url}")
-    sup.start("controller", [py, "-m", "controller", "--etcd", config.etcd, "--listen", f"127.0.0.1:{config.api_port}",
-                             "--token-file", str(token_file), "--cluster-domain", config.cluster_domain,
-                             "--ttl", str(config.lease_ttl), "--registry", config.registry,
-                             "--git-listen", f"127.0.0.1:{config.git_port}", "--git-dir", str(home / "git"),
-                             "--git-host-key", str(home / "git_host_ed25519_key")])
-    wait_until("controller", lambda: http_ok(f"{config.api_url}/api/v1/health"), 30,
-               sup.log_dir / "controller.log")
 
-    return config
+
+def _start_controllers(sup: Supervisor, home: Path, config: ClusterConfig, token_file: Path,
+                       say: Callable[[str], None]) -> None:
+    """Controller 1 keeps the historic name `controller`; each serves the API and git,
+    one of them leads."""
+    for i in range(config.controllers):
+        name = "controller" if i == 0 else f"controller-{i + 1}"
+        api, git = f"127.0.0.1:{config.api_port + i}", f"127.0.0.1:{config.git_port + i}"
+        say(f"{name} on http://{api}")
+        _start(sup, name, [sys.executable, "-m", "controller", "--etcd", config.etcd, "--listen", api,
+                           "--token-file", str(token_file), "--cluster-domain", config.cluster_domain,
+                           "--ttl", str(config.lease_ttl), "--registry", config.registry, "--id", name,
+                           "--git-listen", git, "--git-dir", str(home / "git"),
+                           "--git-host-key", str(home / "git_host_ed25519_key")], api)
+        wait_until(name, lambda a=api: http_ok(f"http://{a}/api/v1/health"), 30, sup.log_dir / f"{name}.log")
 
 
 def down(home: Path, say: Callable[[str], None]) -> None:
     config = load_config(home)
     sup = Supervisor(home)
-    # the controller first: agents going away must not look like lost nodes to it
-    for name in ["controller", *[n for n in sup.names() if n.startswith("agent-")], "router"]:
+    # controllers first: agents going away must not look like lost nodes to them
+    names = sup.names()
+    for name in [*[n for n in names if n.startswith("controller")], *[n for n in names if n.startswith("agent-")],
+                 "router"]:
         if sup.stop(name):
             say(f"stopped {name}")
     nginx_pid = home / "router" / "nginx.pid"
@@ -257,6 +310,6 @@ def down(home: Path, say: Callable[[str], None]) -> None:
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
             say(f"removed {len(ids)} app containers (etcd keeps the apps; `paas up` brings them back)")
-    for name in ("registry", "etcd", "dockerd"):
+    for name in ["registry", *[n for n in names if n.startswith("etcd")], "dockerd"]:
         if sup.stop(name, timeout=20):
             say(f"stopped {name}")
