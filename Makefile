@@ -19,6 +19,7 @@ bench: setup
 	.venv/bin/python benchmarks/deploy.py
 	.venv/bin/python benchmarks/build.py
 	.venv/bin/python benchmarks/rollout.py
+	.venv/bin/python benchmarks/failover.py
 
 down:
 	.venv/bin/paas down

@@ -8,7 +8,6 @@ status and endpoint keys ride on the same lease, so they vanish with the host.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -18,9 +17,11 @@ import aiohttp
 
 from agent import images, sync
 from agent.health import HealthState, after_probe, probe_due, probe_http
+from agent.lease import NodeLease
 from agent.runtime import Container, DockerRuntime, RuntimeFailed, RuntimeUnavailable
 from paas import store as keys
 from paas.model import Assignment, Health, Node
+from paas.passes import run_passes, wake_on_changes
 from paas.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ PREVIOUS_LOG_LINES = 50
 class NodeAgent:
     def __init__(self, store: Store, runtime: DockerRuntime, node: Node, ttl: int = 5,
                  rng: random.Random | None = None, keep_releases: int = images.KEEP_RELEASES):
-        self.store, self.runtime, self.node, self.ttl = store, runtime, node, ttl
+        self.store, self.runtime, self.node = store, runtime, node
         self.keep_releases = keep_releases
         self.pulling: dict[str, str] = {}
         self.logs: dict[str, tuple[float, list[str]]] = {}
@@ -45,7 +46,7 @@ class NodeAgent:
         self.assigned: dict[str, Assignment] = {}
         self.previous: dict[str, dict[str, Any]] = {}   # the last dead container of each replica
         self.rng = rng or random.Random()
-        self.lease: int | None = None
+        self.node_lease = NodeLease(store, node, ttl, self._on_new_lease)
         self.restarts: dict[str, sync.RestartState] = {}
         self.health: dict[str, HealthState] = {}
         self.errors: dict[str, str] = {}
@@ -59,52 +60,27 @@ class NodeAgent:
         self.http = aiohttp.ClientSession()
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._keep_lease())
-                tg.create_task(self._watch())
-                tg.create_task(self._sync_forever())
+                tg.create_task(self.node_lease.run())
+                tg.create_task(wake_on_changes(self.store, keys.prefix("assignments", self.node.name), self.wakeup))
+                tg.create_task(run_passes(self._sync_if_registered, self.wakeup, lambda: RESYNC_SECONDS,
+                                          expected=(StoreUnavailable, RuntimeUnavailable)))
                 tg.create_task(self._collect_images_forever())
         finally:
             await self.http.close()
 
-    # -- lease and node record ------------------------------------------------------
+    @property
+    def lease(self) -> int | None:
+        return self.node_lease.id
 
-    async def register(self) -> None:
-        self.lease = await self.store.grant_lease(self.ttl)
-        await self.store.put(keys.node_key(self.node.name), self.node.to_dict(), lease=self.lease)
-        self.written.clear()   # everything on the old lease is gone or going: write again
-        log.info("node %s registered at %s (lease %x)", self.node.name, self.node.address, self.lease)
-
-    async def _keep_lease(self) -> None:
-        while True:
-            try:
-                if self.lease is None or not await self.store.refresh_lease(self.lease):
-                    await self.register()
-                    self.wakeup.set()
-            except StoreUnavailable as e:
-                log.warning("%s", e)
-            await asyncio.sleep(max(0.5, self.ttl / 4))
+    def _on_new_lease(self) -> None:
+        self.written.clear()
+        self.wakeup.set()
 
     # -- the sync cycle ----------------------------------------------------------------
 
-    async def _watch(self) -> None:
-        async for _ in self.store.watch(keys.prefix("assignments", self.node.name)):
-            self.wakeup.set()
-
-    async def _sync_forever(self) -> None:
-        while True:
-            try:
-                if self.lease is not None:
-                    await self.sync_once()
-            except StoreUnavailable as e:
-                log.warning("%s", e)
-            except RuntimeUnavailable as e:
-                log.warning("%s", e)
-            except Exception:
-                log.exception("sync cycle failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RESYNC_SECONDS):
-                    await self.wakeup.wait()
-            self.wakeup.clear()
+    async def _sync_if_registered(self) -> None:
+        if self.lease is not None:
+            await self.sync_once()
 
     async def sync_once(self) -> None:
         entries, _ = await self.store.list(keys.prefix("assignments", self.node.name))

@@ -7,13 +7,14 @@ router really sends traffic to the new replicas.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from agent.lease import NodeLease
 from agent.nginx import Nginx, NginxError
 from agent.router import build_routes, render_nginx_config
 from paas import store as keys
 from paas.model import Node
+from paas.passes import run_passes, wake_on_changes
 from paas.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -27,50 +28,24 @@ class RouterAgent:
     def __init__(self, store: Store, node: Node, nginx: Nginx, listen: str, cluster_domain: str,
                  ttl: int = 5):
         self.store, self.node, self.nginx = store, node, nginx
-        self.listen, self.cluster_domain, self.ttl = listen, cluster_domain, ttl
-        self.lease: int | None = None
+        self.listen, self.cluster_domain = listen, cluster_domain
+        self.node_lease = NodeLease(store, node, ttl, self._on_new_lease)
         self.applied: str | None = None
         self.published: dict | None = None
         self.wakeup = asyncio.Event()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._keep_lease())
-            tg.create_task(self._watch(keys.prefix("endpoints")))
-            tg.create_task(self._watch(keys.prefix("apps")))
-            tg.create_task(self._route_forever())
+            tg.create_task(self.node_lease.run())
+            for kind in ("endpoints", "apps"):
+                tg.create_task(wake_on_changes(self.store, keys.prefix(kind), self.wakeup))
+            # a burst of endpoint changes lands in one reload
+            tg.create_task(run_passes(self.route_once, self.wakeup, lambda: RESYNC_SECONDS,
+                                      expected=(StoreUnavailable, NginxError), settle=DEBOUNCE_SECONDS))
 
-    async def _keep_lease(self) -> None:
-        while True:
-            try:
-                if self.lease is None or not await self.store.refresh_lease(self.lease):
-                    self.lease = await self.store.grant_lease(self.ttl)
-                    await self.store.put(keys.node_key(self.node.name), self.node.to_dict(), lease=self.lease)
-                    self.published = None
-                    self.wakeup.set()
-            except StoreUnavailable as e:
-                log.warning("%s", e)
-            await asyncio.sleep(max(0.5, self.ttl / 4))
-
-    async def _watch(self, prefix: str) -> None:
-        async for _ in self.store.watch(prefix):
-            self.wakeup.set()
-
-    async def _route_forever(self) -> None:
-        while True:
-            try:
-                await self.route_once()
-            except StoreUnavailable as e:
-                log.warning("%s (nginx keeps serving the last config)", e)
-            except NginxError as e:
-                log.error("%s", e)
-            except Exception:
-                log.exception("router cycle failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RESYNC_SECONDS):
-                    await self.wakeup.wait()
-            self.wakeup.clear()
-            await asyncio.sleep(DEBOUNCE_SECONDS)   # let a burst of endpoint changes land together
+    def _on_new_lease(self) -> None:
+        self.published = None
+        self.wakeup.set()
 
     async def route_once(self) -> None:
         apps = await self.store.values(keys.prefix("apps"))
@@ -84,8 +59,8 @@ class RouterAgent:
             log.info("nginx serves generation %s (%d apps)", generation, len(routes))
         record = {"node": self.node.name, "generation": generation,
                   "routes": {r.app: list(r.replicas) for r in routes}}
-        if record != self.published and self.lease is not None:
-            await self.store.put(keys.router_key(self.node.name), record, lease=self.lease)
+        if record != self.published and self.node_lease.id is not None:
+            await self.store.put(keys.router_key(self.node.name), record, lease=self.node_lease.id)
             self.published = record
 
     async def _wait_serving(self, generation: str) -> None:

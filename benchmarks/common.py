@@ -10,6 +10,7 @@ Port slots, so that benchmarks never collide with each other or with the tests
     1     24790  17170  18180   15100     127.0.0.31-33   benchmarks/deploy.py
     2     25790  17270  18280   15200     127.0.0.41-43   benchmarks/build.py
     3     26790  17370  18380   15300     127.0.0.51-53   benchmarks/rollout.py
+    4     27790  17470  18480   15400     127.0.0.61-63   benchmarks/failover.py
 
 etcd also uses the port above its client port for peers.
 """

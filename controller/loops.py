@@ -9,7 +9,6 @@ leader key, and app changes by the app's mod revision.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import secrets
@@ -22,6 +21,7 @@ from controller.leader import Leadership
 from controller.reconcile import Observed, Plan, Release, plan_assignments
 from paas import store as keys
 from paas.model import AppSpec, Assignment, Node
+from paas.passes import run_passes, wake_on_changes
 from paas.store import Delete, Entry, Put, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -91,26 +91,13 @@ class Reconciler:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             for kind in ("apps", "nodes", "status", "assignments", "routers"):
-                tg.create_task(self._watch(keys.prefix(kind)))
-            tg.create_task(self._forever())
+                tg.create_task(wake_on_changes(self.store, keys.prefix(kind), self.wakeup))
+            tg.create_task(run_passes(self._reconcile_if_leader, self.wakeup, self.next_pass_in,
+                                      expected=(StoreUnavailable,)))
 
-    async def _watch(self, prefix: str) -> None:
-        async for _ in self.store.watch(prefix):
-            self.wakeup.set()
-
-    async def _forever(self) -> None:
-        while True:
-            try:
-                if self.leadership.is_leader:
-                    await self.reconcile_once()
-            except StoreUnavailable as e:
-                log.warning("%s", e)
-            except Exception:
-                log.exception("reconcile pass failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.next_pass_in()):
-                    await self.wakeup.wait()
-            self.wakeup.clear()
+    async def _reconcile_if_leader(self) -> None:
+        if self.leadership.is_leader:
+            await self.reconcile_once()
 
     def next_pass_in(self) -> float:
         """The resync period, or sooner when a draining replica's grace ends (no event says so)."""

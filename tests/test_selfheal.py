@@ -162,3 +162,18 @@ def test_draining_a_node_moves_replicas_off_without_a_failed_request(cluster, tm
     assert load.failures == [], load.failures[:5]
     assert len(rows) == 3
     assert cluster.paas("destroy", "movable").code == 0
+
+
+def test_agents_reconnect_and_converge_after_dockerd_restarts(cluster, tmp_path):
+    deploy(cluster, tmp_path, "outlive")
+    pids = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
+    assert pids, "dockerd is not running"
+    for p in pids:
+        os.kill(int(p), signal.SIGTERM)
+    wait_for(lambda: subprocess.run(["docker", "version"], capture_output=True).returncode != 0, 30,
+             what="dockerd stopped")
+    assert cluster.paas("up").code == 0                # starts dockerd again
+    rows = wait_for(lambda: converged(cluster, "outlive"), 120, what="replicas back after dockerd restart")
+    assert len(rows) == 3
+    assert cluster.get("outlive.localhost")[0] == 200
+    assert cluster.paas("destroy", "outlive").code == 0
