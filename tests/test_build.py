@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -216,3 +217,21 @@ def test_plan_shows_the_change_and_applies_nothing(cluster, tmp_path):
     assert sum(len(v) for v in change["placement"]["nodes"].values()) == 4
     assert [r["release"] for r in cluster.paas_json("releases", "planned")] == [1]
     assert cluster.paas("destroy", "planned").code == 0
+
+
+@pytest.mark.cluster
+def test_an_unreachable_registry_is_named_and_nothing_changes(cluster, tmp_path):
+    spec = built_app(tmp_path, "noreg", "first\n")
+    assert cluster.paas("deploy", str(spec)).code == 0
+    (tmp_path / "index.html").write_text("second\n")
+    pid = int((cluster.home / "run" / "registry.pid").read_text())
+    subprocess.run(["kill", "-9", str(pid)], check=True)
+    try:
+        result = cluster.paas("deploy", str(spec))
+    finally:
+        assert cluster.paas("up").code == 0            # the registry comes back
+    assert result.code == 1
+    assert f"registry {cluster.registry}" in result.err
+    assert [r["release"] for r in cluster.paas_json("releases", "noreg")] == [1]
+    assert cluster.get("noreg.localhost") == (200, "first\n")
+    assert cluster.paas("destroy", "noreg").code == 0
