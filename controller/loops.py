@@ -26,6 +26,8 @@ from paas.store import Delete, Entry, Put, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 RESYNC_SECONDS = 2.0
+TXN_OPS = 100          # etcd refuses a transaction of more than 128 operations (--max-txn-ops)
+LOG_AT_MOST = 20
 RESCHEDULE_AFTER = 5    # restarts of one replica on one node before it is placed on another
 
 
@@ -136,15 +138,7 @@ class Reconciler:
         plan = plan_assignments(snap.releases, snap.nodes, snap.assignments, snap.observed, time.time(),
                                 suffix=lambda: secrets.token_hex(2), scale=scale)
         if not plan.empty:
-            ops = [Put(keys.assignment_key(a.node, a.id), a.to_dict()) for a in plan.create + plan.drain]
-            ops += [Delete(keys.assignment_key(a.node, a.id)) for a in plan.delete]
-            if await self.store.commit(ops, expect=self.leadership.fence()):
-                for verb, items in (("assigned", plan.create), ("draining", plan.drain),
-                                    ("unassigned", plan.delete)):
-                    for a in items:
-                        log.info("%s %s on %s", verb, a.id, a.node)
-            else:
-                log.warning("lost leadership while committing; plan dropped")
+            await self.commit_plan(plan)
         self.draining += plan.drain
         await self._write_pending(plan, snap.releases)
         return plan
@@ -156,6 +150,23 @@ class Reconciler:
             await self.store.put(keys.seen_node_key(name), {"name": name, "address": n.address,
                                                             "roles": list(n.roles), "first_seen": time.time()})
             self.seen_written.add(name)
+
+    async def commit_plan(self, plan: Plan) -> bool:
+        """Write a plan in transactions fenced by the leader key. etcd takes at most 128
+        operations a transaction, so a large plan goes in chunks: a pass cut short by a
+        lost leadership leaves a consistent part applied, and the next leader plans the rest."""
+        ops = [Put(keys.assignment_key(a.node, a.id), a.to_dict()) for a in plan.create + plan.drain]
+        ops += [Delete(keys.assignment_key(a.node, a.id)) for a in plan.delete]
+        for start in range(0, len(ops), TXN_OPS):
+            if not await self.store.commit(ops[start:start + TXN_OPS], expect=self.leadership.fence()):
+                log.warning("lost leadership while committing; the rest of the plan is dropped")
+                return False
+        for verb, items in (("assigned", plan.create), ("draining", plan.drain), ("unassigned", plan.delete)):
+            for a in items[:LOG_AT_MOST]:
+                log.info("%s %s on %s", verb, a.id, a.node)
+            if len(items) > LOG_AT_MOST:
+                log.info("... and %d more %s", len(items) - LOG_AT_MOST, verb)
+        return True
 
     async def _advance_rollouts(self, snap: Snapshot) -> bool:
         """Step every rolling rollout; revert failed ones and start queued releases.
