@@ -5,17 +5,13 @@ and views.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import hmac
-import json
-import re
-import tempfile
 import time
 from typing import Any
 
 from aiohttp import web
 
-from controller.builder import Builder, BuildFailed, RegistryUnavailable
+from controller.builder import Builder
 from controller.reconcile import Observed, Release, plan_assignments
 from controller.releases import counts_of, describe_change, downtime_problems, record_release, release_content
 from controller.views import replica_rows, rollout_state
@@ -29,10 +25,6 @@ STORE = web.AppKey("store", Store)
 TOKEN = web.AppKey("token", str)
 DOMAIN = web.AppKey("cluster_domain", str)
 BUILDER = web.AppKey("builder", Builder)
-MAX_CONTEXT = 200 * 1024 * 1024 + 16 * 1024 * 1024     # the CLI's limit on file bytes, plus tar headers
-_SOURCE_HASH = re.compile(r"^[0-9a-f]{64}$")
-_APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-_DOCKERFILE = re.compile(r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._/-]{1,200}$")
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
@@ -294,65 +286,6 @@ async def app_replicas_gone(request: web.Request) -> web.Response:
     return web.json_response({"app": name, "remaining": len(left)})
 
 
-async def get_build(request: web.Request) -> web.Response:
-    name, source = request.match_info["name"], request.match_info["source"]
-    entry = await request.app[STORE].get(keys.build_key(name, source))
-    if entry is None:
-        return error(404, f"no build of {name} from source {source[:16]}")
-    return web.json_response(entry.value)
-
-
-async def post_build(request: web.Request) -> web.StreamResponse:
-    """Build a context tar (the body) and push it; the response streams NDJSON events:
-    {"step"}, {"log"}, {"status"}, {"progress"}, then {"done": build} or {"error", "step", "log_tail"}."""
-    name = request.match_info["name"]
-    source = request.query.get("source", "")
-    dockerfile = request.query.get("dockerfile", "Dockerfile")
-    if not _APP_NAME.match(name) or not _SOURCE_HASH.match(source) or not _DOCKERFILE.match(dockerfile):
-        return error(400, "bad app name, source hash or dockerfile path")
-    context, digest, size = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024), hashlib.sha256(), 0
-    async for chunk in request.content.iter_chunked(1024 * 1024):
-        size += len(chunk)
-        if size > MAX_CONTEXT:
-            return error(413, f"build context over {MAX_CONTEXT // 1024 // 1024} MiB")
-        digest.update(chunk)
-        context.write(chunk)
-    if digest.hexdigest() != source:
-        return error(400, "the uploaded context does not match its source hash")
-    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await resp.prepare(request)
-
-    async def emit(event: dict[str, Any]) -> None:
-        await resp.write(json.dumps(event).encode() + b"\n")
-
-    try:
-        built = await request.app[BUILDER].build(name, source, context, dockerfile, emit)
-        record = {"source": source, "image": built.image, "tag": built.tag, "digest": built.digest,
-                  "size": built.size, "procfile": built.procfile, "dockerfile": dockerfile,
-                  "created": time.time()}
-        await request.app[STORE].put(keys.build_key(name, source), record)
-        await emit({"done": record})
-    except BuildFailed as e:
-        await emit({"error": str(e), "step": e.step, "log_tail": e.log_tail})
-    except RegistryUnavailable as e:
-        await emit({"error": str(e)})
-    await resp.write_eof()
-    return resp
-
-
-async def list_images(request: web.Request) -> web.Response:
-    """The app's built images, newest first, with the releases that run each."""
-    store, name = request.app[STORE], request.match_info["name"]
-    builds = await store.values(keys.prefix("builds", name))
-    releases = await store.values(keys.prefix("releases", name))
-    rows = []
-    for b in sorted(builds, key=lambda b: b["created"], reverse=True):
-        used = sorted(r["number"] for r in releases if r["image"] == b["image"])
-        rows.append({"image": b["image"], "tag": b["tag"], "size": b["size"], "source": b["source"],
-                     "created": b["created"], "releases": used})
-    return web.json_response(rows)
-
-
 async def drain_node(request: web.Request) -> web.Response:
     """Move every replica off the node, health-gated like a rolling update; `undrain` ends it."""
     store, name = request.app[STORE], request.match_info["name"]
@@ -450,9 +383,6 @@ def make_app(store: Store, token: str, builder: Builder, cluster_domain: str = "
         web.get("/api/v1/apps/{name}", get_app),
         web.delete("/api/v1/apps/{name}", delete_app),
         web.get("/api/v1/apps/{name}/remaining", app_replicas_gone),
-        web.get("/api/v1/apps/{name}/builds/{source}", get_build),
-        web.post("/api/v1/apps/{name}/builds", post_build),
-        web.get("/api/v1/apps/{name}/images", list_images),
         web.post("/api/v1/apps/{name}/rollback", rollback),
         web.post("/api/v1/apps/{name}/scale", scale),
         web.get("/api/v1/apps/{name}/config", get_config),
@@ -462,6 +392,9 @@ def make_app(store: Store, token: str, builder: Builder, cluster_domain: str = "
         web.post("/api/v1/nodes/{name}/{verb:drain|undrain}", drain_node),
         web.get("/api/v1/status", cluster_status),
     ])
-    from controller.keys_api import add_key_routes  # here: keys_api imports this module
+    # here, not at the top: these modules import this one
+    from controller.builds_api import add_build_routes
+    from controller.keys_api import add_key_routes
+    add_build_routes(app)
     add_key_routes(app)
     return app
