@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory", type=int, default=2048, help="MiB offered")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--ttl", type=int, default=5, help="node lease TTL, seconds")
+    p.add_argument("--docker-url", default="unix:///var/run/docker.sock",
+                   help="this host's Docker Engine API, as the controller reaches it (builds on builder nodes)")
     p.add_argument("--keep-releases", type=int, default=5, help="app images kept per app: the last N releases")
     p.add_argument("--listen", default="127.0.0.1:8080", help="router: address nginx listens on")
     p.add_argument("--workdir", default="/tmp/paas-router", help="router: nginx working directory")
@@ -37,12 +39,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def main(args: argparse.Namespace) -> None:
     labels = dict(kv.split("=", 1) for kv in args.label)
     node = Node(name=args.node, address=args.address, cpu=args.cpu, memory=args.memory * 1024 * 1024,
-                labels=labels, roles=(args.role,), agent_version=VERSION)
+                labels=labels, roles=(args.role,), agent_version=VERSION,
+                docker_url=args.docker_url if args.role == "worker" else "")
     store = Store(args.etcd.split(","))
     if args.role == "router":
         await RouterAgent(store, node, Nginx(args.workdir), args.listen, args.cluster_domain, args.ttl).run()
         return
-    runtime = DockerRuntime(args.cluster, args.node, args.address)
+    runtime = DockerRuntime(args.cluster, args.node, args.address, url=args.docker_url)
     if not await wait_for_docker(runtime, 30):
         raise SystemExit("dockerd is not reachable at /var/run/docker.sock; start it with `dockerd &` "
                          "or `paas up`")

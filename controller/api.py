@@ -287,17 +287,23 @@ async def app_replicas_gone(request: web.Request) -> web.Response:
 
 
 async def drain_node(request: web.Request) -> web.Response:
-    """Move every replica off the node, health-gated like a rolling update; `undrain` ends it."""
+    """Move every replica off the node, health-gated like a rolling update; `undrain` ends
+    it; `forget` removes a lost node from the listing."""
     store, name = request.app[STORE], request.match_info["name"]
     known = {n["name"] for n in await store.values(keys.prefix("nodes"))}
     known |= {n["name"] for n in await store.values(keys.prefix("nodes-seen"))}
     if name not in known:
         return error(404, f"no node named {name}")
-    if request.match_info["verb"] == "drain":
+    verb = request.match_info["verb"]
+    if verb == "drain":
         await store.put(keys.drain_key(name), {"node": name, "since": time.time()})
-    else:
+    elif verb == "undrain":
         await store.delete(keys.drain_key(name))
-    return web.json_response({"node": name, "draining": request.match_info["verb"] == "drain"})
+    else:     # forget a lost node for good (a decommissioned host)
+        if await store.get(keys.node_key(name)) is not None:
+            return error(409, f"{name} is alive; only a lost node can be forgotten (stop its agent first)")
+        await store.commit([Delete(keys.seen_node_key(name)), Delete(keys.drain_key(name))])
+    return web.json_response({"node": name, "draining": verb == "drain", "forgotten": verb == "forget"})
 
 
 async def list_nodes(request: web.Request) -> web.Response:
@@ -389,7 +395,7 @@ def make_app(store: Store, token: str, builder: Builder, cluster_domain: str = "
         web.post("/api/v1/apps/{name}/config", set_config),
         web.get("/api/v1/apps/{name}/releases", list_releases),
         web.get("/api/v1/nodes", list_nodes),
-        web.post("/api/v1/nodes/{name}/{verb:drain|undrain}", drain_node),
+        web.post("/api/v1/nodes/{name}/{verb:drain|undrain|forget}", drain_node),
         web.get("/api/v1/status", cluster_status),
     ])
     # here, not at the top: these modules import this one

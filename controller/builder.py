@@ -107,14 +107,17 @@ class Builder:
         return self._locks.setdefault(app, asyncio.Lock())
 
     async def build(self, app: str, source_hash: str, context: IO[bytes], dockerfile: str,
-                    emit: Emit) -> BuiltImage:
+                    emit: Emit, on: tuple[str, str] | None = None) -> BuiltImage:
+        """`on`: (node name, Docker URL) of a node labelled builder=true; else this host's Docker."""
         tag = f"{self.registry}/{app}:{source_hash[:16]}"
         lock = self.lock(app)
         if lock.locked():
             await emit({"status": f"queued behind another build of {app}"})
         async with lock:
             context, procfile = prepare_context(context, dockerfile, self.procfile_base)
-            docker = aiodocker.Docker(url=self.docker_url)
+            if on is not None:
+                await emit({"status": f"building on {on[0]} (labelled builder)"})
+            docker = aiodocker.Docker(url=on[1] if on else self.docker_url)
             try:
                 await self._docker_build(docker, app, source_hash, tag, context, dockerfile, emit)
                 digest = await self._push(docker, tag, emit)

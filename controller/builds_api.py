@@ -14,6 +14,7 @@ from aiohttp import web
 from controller.api import BUILDER, STORE, error
 from controller.builder import BuildFailed, RegistryUnavailable
 from paas import store as keys
+from paas.store import Store
 
 MAX_CONTEXT = 200 * 1024 * 1024 + 16 * 1024 * 1024     # the CLI's limit on file bytes, plus tar headers
 _SOURCE_HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -53,7 +54,8 @@ async def post_build(request: web.Request) -> web.StreamResponse:
         await resp.write(json.dumps(event).encode() + b"\n")
 
     try:
-        built = await request.app[BUILDER].build(name, source, context, dockerfile, emit)
+        built = await request.app[BUILDER].build(name, source, context, dockerfile, emit,
+                                                 on=await builder_node(request.app[STORE]))
         record = {"source": source, "image": built.image, "tag": built.tag, "digest": built.digest,
                   "size": built.size, "procfile": built.procfile, "dockerfile": dockerfile,
                   "created": time.time()}
@@ -78,6 +80,14 @@ async def list_images(request: web.Request) -> web.Response:
         rows.append({"image": b["image"], "tag": b["tag"], "size": b["size"], "source": b["source"],
                      "created": b["created"], "releases": used})
     return web.json_response(rows)
+
+
+async def builder_node(store: Store) -> tuple[str, str] | None:
+    """The first live node labelled builder=true that says where its Docker is."""
+    for node in sorted(await store.values(keys.prefix("nodes")), key=lambda n: n["name"]):
+        if node.get("labels", {}).get("builder") in ("true", "yes", "1") and node.get("docker_url"):
+            return node["name"], node["docker_url"]
+    return None
 
 
 def add_build_routes(app: web.Application) -> None:

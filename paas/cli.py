@@ -182,6 +182,8 @@ def _build(client: Client, spec, spec_dir: Path) -> str | None:
                 return packed.source_hash
             if "log" in event:
                 err.print(f"  {event['log']}", markup=False, highlight=False, style="dim")
+            elif "status" in event:     # where it builds, queued behind another build, pushing
+                err.print(f"{spec.name}: {event['status']}", markup=False, highlight=False)
             else:
                 status.update(f"building {spec.name}: {event.get('step') or event.get('status') or event.get('progress')}")
     err.print(f"[red]build of {spec.name} ended without a result[/]")
@@ -396,9 +398,12 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 def cmd_node(args: argparse.Namespace) -> int:
     client = _client()
-    client.drain(args.node, args.verb == "drain")
+    client.node(args.node, args.verb)
     if args.verb == "undrain":
         out.print(f"{args.node} takes replicas again")
+        return 0
+    if args.verb == "forget":
+        out.print(f"{args.node} forgotten")
         return 0
     deadline = time.monotonic() + args.timeout
     with err.status(f"draining {args.node}") as status:
@@ -512,8 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
                             ("status", cmd_status, "cluster status: etcd, leader, nodes, routers, apps")):
         add(name, fn, help_).add_argument("--json", action="store_true", help="machine-readable output")
     sp = add("node", cmd_node, "paas node drain NODE: move every replica off the node, health-gated, and "
-             "wait; paas node undrain NODE: let it take replicas again")
-    sp.add_argument("verb", choices=["drain", "undrain"])
+             "wait; paas node undrain NODE: let it take replicas again; paas node forget NODE: remove a "
+             "lost node from `paas nodes` for good")
+    sp.add_argument("verb", choices=["drain", "undrain", "forget"])
     sp.add_argument("node")
     sp.add_argument("--timeout", type=float, default=300, help="seconds to wait for the drain")
     sp = add("logs", cmd_logs, "the last log lines the agents kept: --previous shows the exit and last lines "

@@ -119,8 +119,9 @@ class Client:
     def remaining(self, name: str) -> int:
         return self._call("GET", f"/apps/{name}/remaining")["remaining"]
 
-    def drain(self, node: str, drain: bool) -> dict[str, Any]:
-        return self._call("POST", f"/nodes/{node}/{'drain' if drain else 'undrain'}")
+    def node(self, node: str, verb: str) -> dict[str, Any]:
+        """verb: drain, undrain or forget."""
+        return self._call("POST", f"/nodes/{node}/{verb}")
 
     def nodes(self) -> list[dict[str, Any]]:
         return self._call("GET", "/nodes")

@@ -112,6 +112,7 @@ class Node:
     roles: tuple[str, ...] = ("worker",)
     agent_version: str = ""
     draining: bool = False
+    docker_url: str = ""          # the node's Docker Engine API, for builds on a node labelled builder=true
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -122,6 +123,7 @@ class Node:
             name=d["name"], address=d["address"], cpu=d["cpu"], memory=d["memory"],
             labels=dict(d.get("labels", {})), roles=tuple(d.get("roles", ("worker",))),
             agent_version=d.get("agent_version", ""), draining=d.get("draining", False),
+            docker_url=d.get("docker_url", ""),
         )
 
 

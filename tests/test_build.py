@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from agent.images import images_to_keep, images_to_remove
 from controller.builder import BuildFailed, parse_procfile, prepare_context
 from paas.context import ContextError, is_ignored, pack_context, parse_dockerignore
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 
 # -- pure: contexts, Procfiles, image hygiene ------------------------------------------------
 
@@ -235,3 +236,28 @@ def test_an_unreachable_registry_is_named_and_nothing_changes(cluster, tmp_path)
     assert [r["release"] for r in cluster.paas_json("releases", "noreg")] == [1]
     assert cluster.get("noreg.localhost") == (200, "first\n")
     assert cluster.paas("destroy", "noreg").code == 0
+
+
+@pytest.mark.cluster
+def test_a_node_labelled_builder_does_the_builds(cluster, tmp_path):
+    """A fourth agent joins with the label builder=true: builds go to its Docker Engine."""
+    log = open(tmp_path / "builder-agent.log", "wb")
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent", "--node", "builder-1", "--address", "127.0.0.24", "--cluster", "test",
+         "--etcd", f"127.0.0.1:{cluster.env['PAAS_ETCD_PORT']}", "--label", "builder=true", "--cpu", "1",
+         "--memory", "512"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_for(lambda: "builder-1" in {n["name"] for n in cluster.paas_json("nodes")}, 30, what="builder joined")
+        result = cluster.paas("deploy", str(built_app(tmp_path, "onbuilder", "built there\n")))
+        assert result.code == 0, result.err
+        assert "onbuilder: building on builder-1 (labelled builder)" in result.err
+        assert cluster.get("onbuilder.localhost") == (200, "built there\n")
+        assert cluster.paas("destroy", "onbuilder").code == 0
+    finally:
+        agent.kill()
+        agent.wait()
+        log.close()
+    wait_for(lambda: {n["name"]: n["state"] for n in cluster.paas_json("nodes")}.get("builder-1") == "lost", 30,
+             what="builder-1 lost")
+    assert cluster.paas("node", "forget", "builder-1").code == 0
+    assert "builder-1" not in {n["name"] for n in cluster.paas_json("nodes")}
