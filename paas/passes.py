@@ -25,6 +25,11 @@ async def run_passes(one_pass: Callable[[], Awaitable[object]], wakeup: asyncio.
             await one_pass()
         except expected as e:
             log.warning("%s", e)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.warning("a call of the pass was cancelled under it (a closed connection); next pass")
         except Exception:
             log.exception("pass failed")
         with contextlib.suppress(TimeoutError):

@@ -122,29 +122,43 @@ class Store:
         host, _, port = self.endpoints[self._current].rpartition(":")
         return aetcd.Client(host=host, port=int(port), timeout=self.timeout)
 
-    async def _drop_client(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), 2)
+    def _client_now(self) -> aetcd.Client:
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
+    async def _drop_client(self, failed: aetcd.Client) -> None:
+        """Move to the next endpoint, unless another call already did (several calls in
+        flight fail together when a member dies: one switch, not one per call)."""
+        if self._client is not failed:
+            return
+        self._client = None
+        self._current = (self._current + 1) % len(self.endpoints)
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(failed.close(), 2)
 
     async def _call(self, fn: Callable[[aetcd.Client], Any]) -> Any:
-        last: Exception | None = None
+        last: BaseException | None = None
         for _ in range(len(self.endpoints)):
-            if self._client is None:
-                self._client = self._new_client()
+            client = self._client_now()
             try:
-                return await asyncio.wait_for(fn(self._client), self.timeout + 1)
-            except (TimeoutError, aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError, aetcd.exceptions.InternalError, OSError) as e:
+                return await asyncio.wait_for(fn(client), self.timeout + 1)
+            except asyncio.CancelledError as e:
+                if _really_cancelled():
+                    raise
+                last = e      # gRPC cancels the calls of a channel that was closed under them
+                await self._drop_client(client)
+            except (TimeoutError, aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError,
+                    aetcd.exceptions.InternalError, OSError) as e:
                 last = e
-                await self._drop_client()
-                self._current = (self._current + 1) % len(self.endpoints)
+                await self._drop_client(client)
         raise StoreUnavailable(
             f"etcd is not reachable at {self.describe()} ({type(last).__name__}: {last}); "
             "start the cluster with `paas up`")
 
     async def close(self) -> None:
-        await self._drop_client()
+        if self._client is not None:
+            await self._drop_client(self._client)
 
     async def ping(self) -> int:
         """The current revision; raises StoreUnavailable when etcd is down."""
@@ -222,26 +236,33 @@ class Store:
         backoff = 0.2
         while True:
             watch = None
+            client = self._client_now()
             try:
-                if self._client is None:
-                    self._client = self._new_client()
-                watch = await asyncio.wait_for(self._client.watch_prefix(key_prefix.encode()), self.timeout)
+                watch = await asyncio.wait_for(client.watch_prefix(key_prefix.encode()), self.timeout)
                 backoff = 0.2
                 yield None
                 async for _event in watch:
                     yield None
             except asyncio.CancelledError:
-                raise
+                if _really_cancelled():
+                    raise
+                log.info("watch on %s was cancelled by its channel; reconnecting", key_prefix)
+                await self._drop_client(client)
             except Exception as e:  # noqa: BLE001 - any watch failure means: reconnect, resync
                 log.info("watch on %s broke (%s: %s); reconnecting", key_prefix, type(e).__name__, e)
-                await self._drop_client()
-                self._current = (self._current + 1) % len(self.endpoints)
+                await self._drop_client(client)
             finally:
                 if watch is not None:
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
                         await asyncio.wait_for(watch.cancel(), 1)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 3.0)
+
+
+def _really_cancelled() -> bool:
+    """True when our own task is being cancelled, not just a gRPC call under it."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _encode(value: Any) -> bytes:
