@@ -31,6 +31,11 @@ LOG_AT_MOST = 20
 RESCHEDULE_AFTER = 5    # restarts of one replica on one node before it is placed on another
 
 
+def _plan_ops(plan: Plan) -> list[Put | Delete]:
+    ops: list[Put | Delete] = [Put(keys.assignment_key(a.node, a.id), a.to_dict()) for a in plan.create + plan.drain]
+    return ops + [Delete(keys.assignment_key(a.node, a.id)) for a in plan.delete]
+
+
 class ReleaseCache:
     """A release's image, env and spec never change once written: read each once."""
 
@@ -135,8 +140,10 @@ class Reconciler:
             return None   # an app changed release: plan from a fresh snapshot next pass
         self.draining = [a for a in snap.assignments if a.draining_since is not None]
         scale = {name: e.value.get("scale", {}) for name, e in snap.apps.items()}
-        plan = plan_assignments(snap.releases, snap.nodes, snap.assignments, snap.observed, time.time(),
-                                suffix=lambda: secrets.token_hex(2), scale=scale)
+        # in a thread: planning a large cluster takes seconds, and the event loop must
+        # keep renewing the leader lease meanwhile
+        plan = await asyncio.to_thread(plan_assignments, snap.releases, snap.nodes, snap.assignments,
+                                       snap.observed, time.time(), lambda: secrets.token_hex(2), scale)
         if not plan.empty:
             await self.commit_plan(plan)
         self.draining += plan.drain
@@ -155,8 +162,7 @@ class Reconciler:
         """Write a plan in transactions fenced by the leader key. etcd takes at most 128
         operations a transaction, so a large plan goes in chunks: a pass cut short by a
         lost leadership leaves a consistent part applied, and the next leader plans the rest."""
-        ops = [Put(keys.assignment_key(a.node, a.id), a.to_dict()) for a in plan.create + plan.drain]
-        ops += [Delete(keys.assignment_key(a.node, a.id)) for a in plan.delete]
+        ops = await asyncio.to_thread(_plan_ops, plan)
         for start in range(0, len(ops), TXN_OPS):
             if not await self.store.commit(ops[start:start + TXN_OPS], expect=self.leadership.fence()):
                 log.warning("lost leadership while committing; the rest of the plan is dropped")

@@ -71,6 +71,7 @@ def plan_assignments(releases: Mapping[str, Release], nodes: Mapping[str, Node],
         else:
             by_process.setdefault((a.app, a.process), []).append(a)
 
+    room = _Room(nodes, [a for group in by_process.values() for a in group])
     keep: list[Assignment] = []
     staying: list[Assignment] = []     # current replicas: what an app's spread is counted from
     drain: list[Assignment] = []
@@ -78,7 +79,7 @@ def plan_assignments(releases: Mapping[str, Release], nodes: Mapping[str, Node],
     for app, release in sorted(releases.items()):
         for name, process in sorted(release.spec.processes.items()):
             count = (scale or {}).get(app, {}).get(name, process.replicas)
-            step = _roll_process(release, name, count, by_process.get((app, name), []), observed, now, nodes)
+            step = _roll_process(release, name, count, by_process.get((app, name), []), observed, now, room)
             keep += step.keep
             staying += step.current
             drain += step.drain
@@ -99,8 +100,35 @@ class _Step:
     current: list[Assignment] = field(default_factory=list)
 
 
+class _Room:
+    """What the rebalance check needs of the whole cluster, computed once a pass:
+    which nodes run each app, what each node has free, which nodes fit which labels."""
+
+    def __init__(self, nodes: Mapping[str, Node], assignments: list[Assignment]):
+        self.nodes = nodes
+        self.app_nodes: dict[str, set[str]] = {}
+        self.used: dict[str, list[float]] = {name: [0.0, 0] for name in nodes}
+        for a in assignments:
+            self.app_nodes.setdefault(a.app, set()).add(a.node)
+            self.used[a.node][0] += a.resources.cpu
+            self.used[a.node][1] += a.resources.memory
+        self._eligible: dict[tuple, list[str]] = {}
+
+    def eligible(self, labels: Mapping[str, str]) -> list[str]:
+        key = tuple(sorted(labels.items()))
+        if key not in self._eligible:
+            self._eligible[key] = sorted(n.name for n in self.nodes.values() if "worker" in n.roles
+                                         and not n.draining and all(n.labels.get(k) == v for k, v in key))
+        return self._eligible[key]
+
+    def fits(self, node: str, cpu: float, memory: int) -> bool:
+        n, (cpu_used, memory_used) = self.nodes[node], self.used[node]
+        return cpu_used + cpu <= n.cpu + 1e-9 and memory_used + memory <= n.memory
+
+
 def _roll_process(release: Release, process: str, count: int, existing: list[Assignment],
-                  observed: Observed, now: float, nodes: Mapping[str, Node]) -> _Step:
+                  observed: Observed, now: float, room: _Room) -> _Step:
+    nodes = room.nodes
     rollout = release.spec.rollout
     step = _Step()
     current, surplus, taken = [], [], set()
@@ -118,7 +146,7 @@ def _roll_process(release: Release, process: str, count: int, existing: list[Ass
         else:
             surplus.append(a)   # old releases, scaled-down slots, duplicates, draining ones
     if not surplus and len(current) == count and all(a.id in observed.available for a in current):
-        moving = _rebalance_candidate(release, current, nodes)
+        moving = _rebalance_candidate(release, process, current, room)
         if moving is not None:
             step.avoid[moving.index] = frozenset({moving.node})
             current.remove(moving)
@@ -155,20 +183,22 @@ def _roll_process(release: Release, process: str, count: int, existing: list[Ass
     return step
 
 
-def _rebalance_candidate(release: Release, current: list[Assignment], nodes: Mapping[str, Node]
+def _rebalance_candidate(release: Release, process: str, current: list[Assignment], room: _Room
                          ) -> Assignment | None:
-    """One replica to move when a node that could run the process has none of it while
-    another has two or more (a node joined or came back): moved like a rolling update."""
-    labels = release.spec.node_labels
-    eligible = [n for n in nodes.values() if "worker" in n.roles and not n.draining
-                and all(n.labels.get(k) == v for k, v in labels.items())]
-    per_node = {n.name: [a for a in current if a.node == n.name] for n in eligible}
-    if not per_node or min(len(v) for v in per_node.values()) > 0:
+    """One replica to move when a node runs two or more of the process while an
+    eligible node with room runs nothing of the app (it joined or came back). The
+    scheduler's spread sends the replacement to such a node, so every move fills an
+    empty node and the moves end."""
+    per_node = Counter(a.node for a in current)
+    busiest = max(sorted(per_node), key=lambda n: per_node[n], default=None)
+    if busiest is None or per_node[busiest] < 2:
         return None
-    busiest = max(sorted(per_node), key=lambda name: len(per_node[name]))
-    if len(per_node[busiest]) < 2:
+    res = release.spec.processes[process].resources
+    app_nodes = room.app_nodes.get(release.app, set())
+    if not any(n not in app_nodes and room.fits(n, res.cpu, res.memory)
+               for n in room.eligible(release.spec.node_labels)):
         return None
-    return max(per_node[busiest], key=lambda a: a.index)
+    return max((a for a in current if a.node == busiest), key=lambda a: a.index)
 
 
 def _retire(a: Assignment, now: float, step: _Step, observed: Observed) -> None:

@@ -186,9 +186,7 @@ def up(home: Path, config: ClusterConfig, say: Callable[[str], None], controller
         token_file.chmod(0o600)
     sup = Supervisor(home)
     if not docker_running():
-        say("starting dockerd")
-        sup.start("dockerd", ["dockerd"])
-        wait_until("dockerd", docker_running, 60, sup.log_dir / "dockerd.log")
+        _start_dockerd(sup, say)
     _start_etcd(sup, home, config, say)
     _start_registry(sup, home, config, say)
     say("base images")
@@ -197,6 +195,25 @@ def up(home: Path, config: ClusterConfig, say: Callable[[str], None], controller
     _start_agents(sup, home, config, say)      # agents first: a new controller finds every node registered
     _start_controllers(sup, home, config, token_file, say)
     return config
+
+
+def _start_dockerd(sup: Supervisor, say: Callable[[str], None]) -> None:
+    """Start dockerd, first letting one that is still shutting down finish: a new one
+    refuses to start while the old one's pid file is there."""
+    pid_file = Path("/var/run/docker.pid")
+    try:
+        old = int(pid_file.read_text())
+    except (OSError, ValueError):
+        old = None
+    if old is not None and process_alive(old):
+        say("waiting for the previous dockerd to stop or answer")
+        wait_until("the previous dockerd to stop", lambda: not process_alive(old) or docker_running(), 60)
+        if docker_running():
+            return
+    pid_file.unlink(missing_ok=True)      # stale: its process is gone
+    say("starting dockerd")
+    sup.start("dockerd", ["dockerd"])
+    wait_until("dockerd", docker_running, 60, sup.log_dir / "dockerd.log")
 
 
 def _settle_config(home: Path, config: ClusterConfig, controllers: int | None,

@@ -75,6 +75,9 @@ def prefix(kind: str, *parts: str) -> str:
     return "/".join([PREFIX, kind, *parts]) + "/"
 
 
+MAX_MESSAGE = 512 * 1024 * 1024
+
+
 class StoreUnavailable(Exception):
     """etcd cannot be reached (or answered with an error we cannot act on)."""
 
@@ -120,7 +123,10 @@ class Store:
 
     def _new_client(self) -> aetcd.Client:
         host, _, port = self.endpoints[self._current].rpartition(":")
-        return aetcd.Client(host=host, port=int(port), timeout=self.timeout)
+        # a whole-cluster read (every assignment) is far over gRPC's 4 MiB default
+        return aetcd.Client(host=host, port=int(port), timeout=self.timeout,
+                            options={"grpc.max_receive_message_length": MAX_MESSAGE,
+                                     "grpc.max_send_message_length": MAX_MESSAGE})
 
     def _client_now(self) -> aetcd.Client:
         if self._client is None:
@@ -152,6 +158,9 @@ class Store:
                     aetcd.exceptions.InternalError, OSError) as e:
                 last = e
                 await self._drop_client(client)
+            except aetcd.exceptions.ClientError as e:     # etcd answered, with an error we cannot act on
+                raise StoreUnavailable(f"etcd at {self.endpoints[self._current]} refused the call: "
+                                       f"{type(e).__name__}: {e}") from e
         raise StoreUnavailable(
             f"etcd is not reachable at {self.describe()} ({type(last).__name__}: {last}); "
             "start the cluster with `paas up`")

@@ -171,7 +171,7 @@ def test_agents_reconnect_and_converge_after_dockerd_restarts(cluster, tmp_path)
     for p in pids:
         os.kill(int(p), signal.SIGTERM)
     wait_for(lambda: subprocess.run(["docker", "version"], capture_output=True).returncode != 0, 30,
-             what="dockerd stopped")
+             what="dockerd stopped answering")
     assert cluster.paas("up").code == 0                # starts dockerd again
     rows = wait_for(lambda: converged(cluster, "outlive"), 120, what="replicas back after dockerd restart")
     assert len(rows) == 3
