@@ -18,7 +18,7 @@ from controller.views import replica_rows, rollout_state
 from paas import store as keys
 from paas.model import AppSpec, Node
 from paas.spec import SpecError, env_key_problem, parse_spec
-from paas.store import Delete, Put, Store, StoreUnavailable
+from paas.store import Delete, Entry, Put, Store, StoreUnavailable
 
 MAX_BODY = 1024 * 1024
 STORE = web.AppKey("store", Store)
@@ -146,10 +146,15 @@ async def _record(store: Store, name: str, content: dict[str, Any], **kwargs: An
     return error(409, f"app {name} is being changed concurrently; try again")
 
 
-async def _current(store: Store, name: str) -> tuple[Any, dict[str, Any]] | web.Response:
+async def _app_entry(store: Store, name: str) -> Entry | web.Response:
     app = await store.get(keys.app_key(name))
-    if app is None:
-        return error(404, f"no app named {name}")
+    return error(404, f"no app named {name}") if app is None else app
+
+
+async def _current(store: Store, name: str) -> tuple[Any, dict[str, Any]] | web.Response:
+    app = await _app_entry(store, name)
+    if isinstance(app, web.Response):
+        return app
     release = await store.get(keys.release_key(name, app.value.get("queued") or app.value["release"]))
     if release is None:
         return error(409, f"app {name} has no release yet")
@@ -234,9 +239,9 @@ async def set_config(request: web.Request) -> web.Response:
 
 async def list_releases(request: web.Request) -> web.Response:
     store, name = request.app[STORE], request.match_info["name"]
-    app = await store.get(keys.app_key(name))
-    if app is None:
-        return error(404, f"no app named {name}")
+    app = await _app_entry(store, name)
+    if isinstance(app, web.Response):
+        return app
     rows = []
     for r in sorted(await store.values(keys.prefix("releases", name)), key=lambda r: r["number"], reverse=True):
         rows.append({"release": r["number"], "image": r["image"], "created": r["created"],
@@ -259,9 +264,9 @@ async def list_apps(request: web.Request) -> web.Response:
 async def get_app(request: web.Request) -> web.Response:
     store = request.app[STORE]
     name = request.match_info["name"]
-    app = await store.get(keys.app_key(name))
-    if app is None:
-        return error(404, f"no app named {name}")
+    app = await _app_entry(store, name)
+    if isinstance(app, web.Response):
+        return app
     summary = await _app_summary(request, app.value, await _snapshot(store))
     return web.json_response(summary)
 
@@ -269,9 +274,9 @@ async def get_app(request: web.Request) -> web.Response:
 async def delete_app(request: web.Request) -> web.Response:
     store = request.app[STORE]
     name = request.match_info["name"]
-    app = await store.get(keys.app_key(name))
-    if app is None:
-        return error(404, f"no app named {name}")
+    app = await _app_entry(store, name)
+    if isinstance(app, web.Response):
+        return app
     await store.commit([Delete(keys.app_key(name)), Delete(keys.prefix("releases", name), prefix=True),
                         Delete(keys.rollout_key(name)), Delete(keys.prefix("builds", name), prefix=True)], expect={keys.app_key(name): app.mod_revision})
     return web.json_response({"app": name, "deleted": True})
