@@ -177,7 +177,7 @@ class NodeAgent:
             h = self.health.get(c.replica)
             failing = c.state != "running" or (h is not None and h.failures > 0)
             seen = self.logs.get(c.replica)
-            if failing and (seen is None or now - seen[0] >= LOGS_EVERY):
+            if failing and (seen is None or not seen[1] or now - seen[0] >= LOGS_EVERY):
                 try:
                     self.logs[c.replica] = (now, (await self.runtime.logs(c.id, LOG_LINES))[-LOG_LINES:])
                 except (RuntimeFailed, RuntimeUnavailable):

@@ -67,4 +67,4 @@ def rollout_step(rollout: Mapping[str, Any], seen: ReleaseObservation, now: floa
 def _evidence(row: Mapping[str, Any]) -> dict[str, Any]:
     """What a failing replica showed: for `paas deploy` to print."""
     return {k: row.get(k) for k in ("id", "node", "state", "restarts", "exit_code", "oom_killed", "error",
-                                    "probe", "logs")}
+                                    "probe", "logs", "previous")}

@@ -244,7 +244,10 @@ def _print_replica(rep: dict[str, Any]) -> None:
     """What a replica that is not serving showed: state, probe, error, last log lines."""
     line = f"  {rep['id']} on {rep.get('node')}: {rep.get('state')}"
     if rep.get("restarts"):
-        line += f", {rep['restarts']} restart(s), last exit code {rep.get('exit_code')}"
+        exit_code = rep.get("exit_code")
+        if exit_code is None:
+            exit_code = (rep.get("previous") or {}).get("exit_code")
+        line += f", {rep['restarts']} restart(s), last exit code {exit_code}"
     if rep.get("oom_killed"):
         line += ", killed for memory (OOM)"
     if rep.get("error"):
@@ -255,7 +258,8 @@ def _print_replica(rep: dict[str, Any]) -> None:
         seen = f"HTTP {probe['status']}" if probe.get("status") else "no answer"
         print(f"    last probe: {seen} after {probe.get('seconds', 0):.3f}s: {probe.get('detail', '')[:200]}",
               file=sys.stderr)
-    for log_line in rep.get("logs") or []:
+    # the lines the agent read last, or those it kept of the container that crashed before
+    for log_line in rep.get("logs") or (rep.get("previous") or {}).get("logs") or []:
         print(f"    | {log_line}", file=sys.stderr)
 
 
