@@ -35,7 +35,7 @@ import yaml
 from controller.builder import BuildFailed, parse_procfile
 from controller.keys_api import find_key, load_host_key
 from paas import store as keys
-from paas.client import ApiError, Client, rollout_outcome
+from paas.client import ApiError, Client, describe_replica, rollout_outcome
 from paas.context import MAX_CONTEXT_BYTES, ContextError, pack_context
 from paas.spec import MAX_SPEC_BYTES, SpecError, parse_spec
 from paas.store import Store, StoreUnavailable
@@ -382,15 +382,8 @@ class GitServer:
 
 
 def _say_replica(say: Callable[[str], None], rep: dict[str, Any]) -> None:
-    """What a replica that does not serve showed: state, restarts, error, last probe, last log lines."""
-    restarts = f", {rep['restarts']} restart(s), last exit code {rep.get('exit_code')}" if rep.get("restarts") else ""
-    say(f"  {rep['id']} on {rep.get('node')}: {rep.get('state')}{restarts}"
-        + (f", error: {rep['error']}" if rep.get("error") else ""))
-    if probe := rep.get("probe"):
-        seen = f"HTTP {probe['status']}" if probe.get("status") else "no answer"
-        say(f"    last probe: {seen}: {str(probe.get('detail', ''))[:200]}")
-    for log_line in (rep.get("logs") or [])[-10:]:
-        say(f"    | {log_line}")
+    for line in describe_replica(rep):
+        say(line)
 
 
 def _extract(archive: bytes, dest: Path) -> None:

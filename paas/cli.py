@@ -15,7 +15,7 @@ from rich.table import Table
 
 from paas import cli_git, localcluster
 from paas.baseimage import BaseImageError, ensure_base_image, ensure_python_base_image
-from paas.client import ApiError, Client
+from paas.client import ApiError, Client, describe_replica, rollout_outcome
 from paas.context import ContextError, pack_context
 from paas.spec import SpecError, load_spec_file
 
@@ -204,20 +204,19 @@ def _wait_rollout(client: Client, name: str, number: int, timeout: float) -> dic
     with err.status(f"rolling out {name} v{number}") as status:
         while True:
             app = client.app(name)
-            deploy, r = app.get("deploy") or {}, app["rollout"]
-            mine = deploy.get("release") == number
-            if mine and deploy.get("phase") in ("rolled-back", "failed"):
+            outcome, r = rollout_outcome(app, number), app["rollout"]
+            if outcome == "done":
+                return app
+            if outcome == "failed":
                 status.stop()
-                _print_failure(name, number, deploy)
+                _print_failure(name, number, app["deploy"])
                 return None
-            if app.get("queued") and app["queued"] > number or deploy.get("release", 0) > number:
+            if outcome == "superseded":
                 status.stop()
                 err.print(f"[red]{name} v{number} was superseded by a newer release[/]")
                 return None
-            if app.get("queued") == number:
+            if outcome == "queued":
                 status.update(f"{name} v{number} is queued behind the rollout of v{app['release']}")
-            elif app["release"] == number and r["ready"] and (not mine or deploy.get("phase") == "done"):
-                return app
             else:
                 status.update(f"rolling out {name} v{number}: {r['healthy']}/{r['desired']} healthy, "
                               f"{r['routed']} routed, {r['old']} old left")
@@ -241,26 +240,8 @@ def _print_failure(name: str, number: int, deploy: dict[str, Any]) -> None:
 
 
 def _print_replica(rep: dict[str, Any]) -> None:
-    """What a replica that is not serving showed: state, probe, error, last log lines."""
-    line = f"  {rep['id']} on {rep.get('node')}: {rep.get('state')}"
-    if rep.get("restarts"):
-        exit_code = rep.get("exit_code")
-        if exit_code is None:
-            exit_code = (rep.get("previous") or {}).get("exit_code")
-        line += f", {rep['restarts']} restart(s), last exit code {exit_code}"
-    if rep.get("oom_killed"):
-        line += ", killed for memory (OOM)"
-    if rep.get("error"):
-        line += f", error: {rep['error']}"
-    print(line, file=sys.stderr)
-    probe = rep.get("probe")
-    if probe:
-        seen = f"HTTP {probe['status']}" if probe.get("status") else "no answer"
-        print(f"    last probe: {seen} after {probe.get('seconds', 0):.3f}s: {probe.get('detail', '')[:200]}",
-              file=sys.stderr)
-    # the lines the agent read last, or those it kept of the container that crashed before
-    for log_line in rep.get("logs") or (rep.get("previous") or {}).get("logs") or []:
-        print(f"    | {log_line}", file=sys.stderr)
+    for line in describe_replica(rep):
+        print(line, file=sys.stderr)
 
 
 def cmd_apps(args: argparse.Namespace) -> int:

@@ -157,3 +157,26 @@ def rollout_outcome(app: dict[str, Any], number: int) -> str:
     if app["release"] == number and r["ready"] and (not mine or deploy.get("phase") == "done"):
         return "done"
     return "rolling"
+
+
+def describe_replica(rep: dict[str, Any]) -> list[str]:
+    """What a replica that does not serve showed, as lines for a terminal: state,
+    restarts and last exit, OOM kill, error, last probe, last log lines."""
+    line = f"  {rep['id']} on {rep.get('node')}: {rep.get('state')}"
+    previous = rep.get("previous") or {}
+    if rep.get("restarts"):
+        exit_code = rep.get("exit_code") if rep.get("exit_code") is not None else previous.get("exit_code")
+        line += f", {rep['restarts']} restart(s), last exit code {exit_code}"
+    if rep.get("oom_killed") or previous.get("oom_killed"):
+        line += ", killed for memory (OOM)"
+    if rep.get("error"):
+        line += f", error: {rep['error']}"
+    lines = [line]
+    probe = rep.get("probe")
+    if probe:
+        seen = f"HTTP {probe['status']}" if probe.get("status") else "no answer"
+        lines.append(f"    last probe: {seen} after {probe.get('seconds', 0):.3f}s: "
+                     f"{str(probe.get('detail', ''))[:200]}")
+    # the lines the agent read last, or those it kept of the container that crashed before
+    lines += [f"    | {log_line}" for log_line in (rep.get("logs") or previous.get("logs") or [])[-20:]]
+    return lines
