@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pair in dockerd:docker.io etcd:etcd-server nginx:nginx docker-registry:docker-registry \
-            git:git curl:curl make:make; do
+            git:git curl:curl make:make ssh:openssh-client ssh-keygen:openssh-client \
+            debootstrap:debootstrap; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 # the base image needs a static busybox (ldd fails on a static binary)
