@@ -89,34 +89,32 @@ class NodeAgent:
         listed_at = time.monotonic()
         containers = await self.runtime.list_containers()
         now = time.monotonic()
+        by_id = {c.id: c for c in containers}
         for action in sync.plan_sync(assignments, containers, self.restarts, now):
-            replica = action.assignment.id if isinstance(action, sync.Create) else action.replica
-            if self.finished_at.get(replica, 0.0) < listed_at:   # else the listing predates our own change
-                self._start_action(action, now)
+            if self.finished_at.get(action.replica, 0.0) < listed_at:   # else the listing predates our own change
+                seen = None if isinstance(action, sync.Create) else by_id.get(action.container_id)
+                self._start_action(action, now, seen)
         running = {c.replica: c for c in containers if c.state == "running" and c.replica in assignments}
         await self._probe(assignments, running, now)
         await self._read_failing_logs(assignments, containers, now)
         self._forget(assignments)
         await self._publish(assignments, containers, now)
 
-    def _start_action(self, action: sync.Action, now: float) -> None:
-        replica = action.assignment.id if isinstance(action, sync.Create) else action.replica
+    def _start_action(self, action: sync.Action, now: float, container: Container | None) -> None:
+        replica = action.replica
         task = self.in_flight.get(replica)
         if task is not None and not task.done():
             return
         if isinstance(action, sync.Restart):
             # counted when decided, so a container that will not start still backs off
             self._back_off(replica, now)
-        self.in_flight[replica] = asyncio.create_task(self._apply(replica, action))
+        self.in_flight[replica] = asyncio.create_task(self._apply(replica, action, container))
 
-    async def _keep_previous(self, replica: str, container_id: str) -> None:
+    async def _keep_previous(self, replica: str, dead: Container) -> None:
         """Exit details and last log lines of a dead container, for `paas logs --previous`."""
-        dead = next((c for c in await self.runtime.list_containers() if c.id == container_id), None)
-        if dead is None:
-            return
+        logs = await self.runtime.logs(dead.id, PREVIOUS_LOG_LINES)
         self.previous[replica] = {"exit_code": dead.exit_code, "oom_killed": dead.oom_killed,
-                                  "finished_at": dead.finished_at,
-                                  "logs": (await self.runtime.logs(container_id, PREVIOUS_LOG_LINES))[-PREVIOUS_LOG_LINES:]}
+                                  "finished_at": dead.finished_at, "logs": logs[-PREVIOUS_LOG_LINES:]}
 
     def _back_off(self, replica: str, now: float) -> None:
         policy = self.assigned[replica].restart if replica in self.assigned else None
@@ -124,7 +122,8 @@ class NodeAgent:
             self.restarts.get(replica, sync.RestartState()), now, self.rng.random(),
             base=policy.backoff if policy else sync.RESTART_BASE, cap=policy.max_backoff if policy else sync.RESTART_CAP)
 
-    async def _apply(self, replica: str, action: sync.Action) -> None:
+    async def _apply(self, replica: str, action: sync.Action, container: Container | None) -> None:
+        """`container`: what the listing that decided the action saw of its container."""
         try:
             if isinstance(action, sync.Create):
                 log.info("creating %s", replica)
@@ -132,7 +131,8 @@ class NodeAgent:
                     action.assignment, lambda text: self.pulling.__setitem__(replica, text))
             elif isinstance(action, sync.Restart):
                 log.info("restarting crashed %s", replica)
-                await self._keep_previous(replica, action.container_id)
+                if container is not None:
+                    await self._keep_previous(replica, container)
                 await self.runtime.start(action.container_id)
             else:
                 log.info("removing %s: %s", replica, action.reason)

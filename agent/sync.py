@@ -34,6 +34,10 @@ class RestartState:
 class Create:
     assignment: Assignment
 
+    @property
+    def replica(self) -> str:
+        return self.assignment.id
+
 
 @dataclass(frozen=True)
 class Restart:
