@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import tarfile
 
@@ -13,12 +12,6 @@ import pytest
 from paas import baseimage
 
 
-def _docker_works() -> bool:
-    return shutil.which("docker") is not None and subprocess.run(
-        ["docker", "info"], capture_output=True).returncode == 0
-
-
-@pytest.mark.skipif(not os.path.exists(baseimage.BUSYBOX), reason="busybox-static is not installed")
 def test_busybox_rootfs_tar_has_busybox_and_applet_links():
     with tarfile.open(fileobj=io.BytesIO(baseimage.rootfs_tar())) as tar:
         members = {m.name: m for m in tar.getmembers()}
@@ -44,8 +37,8 @@ def test_debian_mirror_from_apt_sources(tmp_path):
     assert baseimage.debian_mirror([str(tmp_path / "missing")]) == baseimage.DEFAULT_MIRROR
 
 
-@pytest.mark.skipif(not _docker_works(), reason="needs a Docker Engine")
-def test_python_base_image_runs_python():
+def test_python_base_image_runs_python(cluster):
+    # the cluster fixture is here for the Docker Engine it starts when none runs
     # First run on a machine: debootstrap bookworm (about a minute with a fast mirror); later: cached.
     tag = baseimage.import_python_base_image()
     assert tag == baseimage.PYTHON_LOCAL_TAG == "paas/python:3"
@@ -64,7 +57,6 @@ def test_python_base_image_ref():
     assert baseimage.python_base_image_ref("127.0.0.1:5000") == "127.0.0.1:5000/paas/python:3"
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("debootstrap"), reason="needs root and debootstrap")
 def test_debootstrap_failure_reports_its_output(tmp_path):
     root = tmp_path / "rootfs"
     root.mkdir()
